@@ -1,0 +1,334 @@
+//! The TOML configuration file: listeners, TLS, store, environments, limits, logs.
+//!
+//! Every table and key has a default; unknown keys are an error (a typo in a gateway
+//! config must not pass silently). [`Config::validate`] names the setting at fault.
+//! Command-line flags override the file in `main.rs`.
+
+use crate::domain::{EnvName, EnvSpec, Pipeline};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration problem: which setting, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub message: String,
+}
+
+fn err(setting: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Client traffic listener.
+    pub listen: String,
+    /// Admin API and /metrics listener.
+    pub admin_listen: String,
+    /// `sqlite://PATH` or `postgres://…`.
+    pub store: String,
+    /// A file holding the admin token (`SWITCHYARD_ADMIN_TOKEN` takes precedence).
+    pub admin_token_file: Option<PathBuf>,
+    pub tls: TlsConfig,
+    pub environments: Vec<EnvironmentConfig>,
+    pub limits: Limits,
+    pub log: LogConfig,
+    pub demo: DemoConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9901".into(),
+            store: "sqlite://data/switchyard.db".into(),
+            admin_token_file: None,
+            tls: TlsConfig::default(),
+            environments: Pipeline::default()
+                .stages()
+                .iter()
+                .map(|s| EnvironmentConfig {
+                    name: s.name.to_string(),
+                    protected: s.protected,
+                })
+                .collect(),
+            limits: Limits::default(),
+            log: LogConfig::default(),
+            demo: DemoConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// TLS client listener; off when empty.
+    pub listen: Option<String>,
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    pub name: String,
+    #[serde(default)]
+    pub protected: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request head (request line and headers), bytes → 431.
+    pub max_header_bytes: usize,
+    /// Largest request body, bytes → 413.
+    pub max_body_bytes: u64,
+    /// Time a client has to send the whole request head, ms.
+    pub header_read_timeout_ms: u64,
+    /// Time to open a connection to an upstream, ms → 504.
+    pub upstream_connect_timeout_ms: u64,
+    /// Time for an upstream to send its response head, ms → 504.
+    pub upstream_response_timeout_ms: u64,
+    /// Open client connections at most; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Idle keep-alive connections kept per upstream.
+    pub upstream_idle_per_host: usize,
+    /// How long in-flight requests may take to finish after SIGTERM, ms.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            upstream_connect_timeout_ms: 2_000,
+            upstream_response_timeout_ms: 30_000,
+            max_connections: 10_000,
+            upstream_idle_per_host: 512,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+    pub fn upstream_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+    pub fn upstream_response_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_response_timeout_ms)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `switchyard=debug`); `RUST_LOG` takes precedence.
+    pub level: String,
+    /// One access-log event per request.
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Loopback ports of the two built-in demo upstreams (`serve --demo`).
+    pub ports: [u16; 2],
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            ports: [18101, 18102],
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML document; unknown keys and wrong types name the setting.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str::<Config>(text).map_err(|e| {
+            let message = e.message().trim().to_owned();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    err(format!("line {line}"), message)
+                }
+                None => err("config", message),
+            }
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| err(format!("{}: {}", path.display(), e.setting), e.message))
+    }
+
+    /// Checks every value; the first problem is returned, naming its setting.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        parse_addr("listen", &self.listen)?;
+        parse_addr("admin_listen", &self.admin_listen)?;
+        if let Some(l) = &self.tls.listen {
+            parse_addr("tls.listen", l)?;
+            if self.tls.cert.is_none() {
+                return Err(err("tls.cert", "tls.listen is set but no certificate is given"));
+            }
+            if self.tls.key.is_none() {
+                return Err(err("tls.key", "tls.listen is set but no private key is given"));
+            }
+        }
+        if !(self.store.starts_with("sqlite://") || self.store.starts_with("postgres://")
+            || self.store.starts_with("postgresql://"))
+        {
+            return Err(err(
+                "store",
+                format!("{:?} is not a store URL: use sqlite://PATH or postgres://…", self.store),
+            ));
+        }
+        self.pipeline()?;
+        let l = &self.limits;
+        for (name, v) in [
+            ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
+            ("limits.upstream_connect_timeout_ms", l.upstream_connect_timeout_ms),
+            ("limits.upstream_response_timeout_ms", l.upstream_response_timeout_ms),
+            ("limits.max_body_bytes", l.max_body_bytes),
+        ] {
+            if v == 0 {
+                return Err(err(name, "must be greater than 0"));
+            }
+        }
+        if l.max_header_bytes < 1024 || l.max_header_bytes > 1024 * 1024 {
+            return Err(err("limits.max_header_bytes", "must be between 1024 and 1048576"));
+        }
+        if l.max_connections == 0 {
+            return Err(err("limits.max_connections", "must be greater than 0"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| err("log.level", format!("{:?} is not a log filter: {e}", self.log.level)))?;
+        if self.demo.ports.contains(&0) || self.demo.ports[0] == self.demo.ports[1] {
+            return Err(err("demo.ports", "two different non-zero ports"));
+        }
+        Ok(self)
+    }
+
+    /// The environment pipeline the config describes.
+    pub fn pipeline(&self) -> Result<Pipeline, ConfigError> {
+        let mut stages = Vec::with_capacity(self.environments.len());
+        for (i, e) in self.environments.iter().enumerate() {
+            let name = EnvName::parse("name", &e.name)
+                .map_err(|d| err(format!("environments[{i}].name"), d.to_string()))?;
+            stages.push(EnvSpec {
+                name,
+                protected: e.protected,
+            });
+        }
+        Pipeline::new(stages).map_err(|d| err("environments", d.to_string()))
+    }
+}
+
+/// Parses a listen address; the setting is named on failure.
+pub fn parse_addr(setting: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| err(setting, format!("{s:?} is not an address like 127.0.0.1:8080")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = Config::parse("").unwrap().validate().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.admin_listen, "127.0.0.1:9901");
+        assert_eq!(c.store, "sqlite://data/switchyard.db");
+        let p = c.pipeline().unwrap();
+        assert_eq!(p.stages().len(), 3);
+        assert!(p.get("production").unwrap().protected);
+    }
+
+    #[test]
+    fn the_shipped_config_is_valid() {
+        let text = include_str!("../config/switchyard.toml");
+        Config::parse(text).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_name_the_setting() {
+        let e = Config::parse("listn = \"x\"").unwrap_err();
+        assert!(e.message.contains("listn"), "{e}");
+        let e = Config::parse("[limits]\nmax_body_bytes = \"big\"").unwrap_err();
+        assert_eq!(e.setting, "line 2", "{e}");
+        let e = Config::parse("[limits]\nmax_bodybytes = 1").unwrap_err();
+        assert!(e.message.contains("max_bodybytes"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let cases = [
+            ("listen = \"nowhere\"", "listen"),
+            ("admin_listen = \"1.2.3.4\"", "admin_listen"),
+            ("store = \"mysql://x\"", "store"),
+            ("[limits]\nupstream_connect_timeout_ms = 0", "limits.upstream_connect_timeout_ms"),
+            ("[limits]\nmax_header_bytes = 10", "limits.max_header_bytes"),
+            ("[tls]\nlisten = \"127.0.0.1:8443\"", "tls.cert"),
+            ("[[environments]]\nname = \"Prod\"", "environments[0].name"),
+            ("environments = []", "environments"),
+            ("[log]\nlevel = \"[[[\"", "log.level"),
+        ];
+        for (text, setting) in cases {
+            let e = Config::parse(text).unwrap().validate().unwrap_err();
+            assert_eq!(e.setting, setting, "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn custom_pipeline() {
+        let c = Config::parse(
+            "[[environments]]\nname = \"dev\"\n[[environments]]\nname = \"live\"\nprotected = true\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let p = c.pipeline().unwrap();
+        let names: Vec<_> = p.stages().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["dev", "live"]);
+    }
+}

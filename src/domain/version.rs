@@ -1,0 +1,257 @@
+//! Immutable versions of an agent and the rules for creating them.
+
+use super::names::{truncate, version_label};
+use super::{ser_time, AgentName, DomainError, Millis, Result};
+use serde::{Deserialize, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+/// Most upstreams one version may list.
+pub const MAX_UPSTREAMS: usize = 16;
+/// Longest description accepted, in bytes.
+pub const MAX_DESCRIPTION: usize = 4096;
+/// Largest config document accepted, in bytes of compact JSON.
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+
+/// Whether a version may serve traffic. Stopping keeps the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionState {
+    Running,
+    Stopped,
+}
+
+impl VersionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "running" => Some(Self::Running),
+            "stopped" => Some(Self::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// What a client submits to create a version, before validation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionSpec {
+    pub upstreams: Vec<String>,
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// An immutable snapshot of an agent. Never edited after creation except for
+/// its run state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Version {
+    pub agent: AgentName,
+    #[serde(rename = "version", serialize_with = "ser_version")]
+    pub number: u32,
+    pub upstreams: Vec<String>,
+    pub config: serde_json::Value,
+    pub description: String,
+    pub author: String,
+    pub digest: String,
+    pub state: VersionState,
+    #[serde(serialize_with = "ser_time")]
+    pub created_at: Millis,
+}
+
+fn ser_version<S: Serializer>(n: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&version_label(*n))
+}
+
+impl Version {
+    pub fn label(&self) -> String {
+        version_label(self.number)
+    }
+}
+
+/// Checks one upstream URL: `http://host:port` with no path, query or credentials.
+pub fn validate_upstream(raw: &str) -> Result<String> {
+    let bad = |why: &str| DomainError::InvalidVersion {
+        field: "upstreams",
+        message: format!("{:?} is not a usable upstream: {why}", truncate(raw, 120)),
+    };
+    let uri: http::Uri = raw.parse().map_err(|_| bad("not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(_) => return Err(bad("only http:// upstreams are supported")),
+        None => return Err(bad("write it as http://host:port")),
+    }
+    let auth = uri.authority().ok_or_else(|| bad("no host"))?;
+    if auth.as_str().contains('@') {
+        return Err(bad("credentials in the URL are not allowed"));
+    }
+    if auth.host().is_empty() {
+        return Err(bad("no host"));
+    }
+    if uri.query().is_some() || !matches!(uri.path(), "" | "/") {
+        return Err(bad("a path or query is not allowed; requests keep their own"));
+    }
+    let port = auth.port_u16().unwrap_or(80);
+    if port == 0 {
+        return Err(bad("port 0"));
+    }
+    Ok(format!("http://{}:{port}", auth.host()))
+}
+
+impl VersionSpec {
+    /// Validates the spec and builds version `number` of `agent`.
+    pub fn build(
+        self,
+        agent: AgentName,
+        number: u32,
+        author: String,
+        created_at: Millis,
+    ) -> Result<Version> {
+        if self.upstreams.is_empty() {
+            return Err(DomainError::InvalidVersion {
+                field: "upstreams",
+                message: "a version needs at least one upstream".into(),
+            });
+        }
+        if self.upstreams.len() > MAX_UPSTREAMS {
+            return Err(DomainError::InvalidVersion {
+                field: "upstreams",
+                message: format!("at most {MAX_UPSTREAMS} upstreams per version"),
+            });
+        }
+        let upstreams = self
+            .upstreams
+            .iter()
+            .map(|u| validate_upstream(u))
+            .collect::<Result<Vec<_>>>()?;
+        let config = self
+            .config
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+        if !config.is_object() {
+            return Err(DomainError::Invalid {
+                field: "config",
+                message: "config must be a JSON object".into(),
+            });
+        }
+        let config_len = serde_json::to_vec(&config).map(|v| v.len()).unwrap_or(0);
+        if config_len > MAX_CONFIG_BYTES {
+            return Err(DomainError::Invalid {
+                field: "config",
+                message: format!("config is {config_len} bytes; the limit is {MAX_CONFIG_BYTES}"),
+            });
+        }
+        let description = self.description.unwrap_or_default();
+        if description.len() > MAX_DESCRIPTION {
+            return Err(DomainError::Invalid {
+                field: "description",
+                message: format!("longer than {MAX_DESCRIPTION} bytes"),
+            });
+        }
+        let digest = digest(&upstreams, &config, &description);
+        Ok(Version {
+            agent,
+            number,
+            upstreams,
+            config,
+            description,
+            author,
+            digest,
+            state: VersionState::Running,
+            created_at,
+        })
+    }
+}
+
+/// The content digest: SHA-256 over the canonical JSON of what the version serves.
+/// serde_json's maps are ordered, so equal content gives equal digests.
+pub fn digest(upstreams: &[String], config: &serde_json::Value, description: &str) -> String {
+    let doc = serde_json::json!({
+        "upstreams": upstreams,
+        "config": config,
+        "description": description,
+    });
+    let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn agent() -> AgentName {
+        AgentName::parse("a", "bot").unwrap()
+    }
+
+    fn spec(upstreams: &[&str]) -> VersionSpec {
+        VersionSpec {
+            upstreams: upstreams.iter().map(|s| s.to_string()).collect(),
+            config: Some(json!({"model": "m1"})),
+            description: Some("first".into()),
+        }
+    }
+
+    #[test]
+    fn builds_a_running_version_with_a_digest() {
+        let v = spec(&["http://127.0.0.1:9000"])
+            .build(agent(), 1, "me".into(), 5)
+            .unwrap();
+        assert_eq!(v.state, VersionState::Running);
+        assert_eq!(v.upstreams, ["http://127.0.0.1:9000"]);
+        assert!(v.digest.starts_with("sha256:") && v.digest.len() == 7 + 64);
+        let same = spec(&["http://127.0.0.1:9000/"])
+            .build(agent(), 2, "you".into(), 9)
+            .unwrap();
+        assert_eq!(v.digest, same.digest, "digest covers content only");
+        let mut other = spec(&["http://127.0.0.1:9000"]);
+        other.config = Some(json!({"model": "m2"}));
+        assert_ne!(
+            v.digest,
+            other.build(agent(), 3, "me".into(), 5).unwrap().digest
+        );
+    }
+
+    #[test]
+    fn upstream_rules() {
+        assert_eq!(
+            validate_upstream("http://localhost").unwrap(),
+            "http://localhost:80"
+        );
+        for bad in [
+            "",
+            "localhost:80",
+            "https://x:1",
+            "http://u:p@x:1",
+            "http://x:1/path",
+            "http://x:1/?q=1",
+            "http://x:0",
+            "ftp://x",
+        ] {
+            let e = validate_upstream(bad).unwrap_err();
+            assert!(
+                matches!(e, DomainError::InvalidVersion { field: "upstreams", .. }),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn spec_limits() {
+        assert!(spec(&[]).build(agent(), 1, "a".into(), 0).is_err());
+        let many: Vec<String> = (0..17).map(|i| format!("http://h:{}", i + 1)).collect();
+        let many: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+        assert!(spec(&many).build(agent(), 1, "a".into(), 0).is_err());
+        let mut s = spec(&["http://h:1"]);
+        s.config = Some(json!([1]));
+        assert!(matches!(
+            s.build(agent(), 1, "a".into(), 0),
+            Err(DomainError::Invalid { field: "config", .. })
+        ));
+    }
+}

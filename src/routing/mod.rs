@@ -1,0 +1,387 @@
+//! The routing table the data plane reads: token hash → (agent, environment) slot, and
+//! per slot one `ArcSwap` holding the live route.
+//!
+//! Costs: a request does one `DashMap` read of the token index (a shard read lock held
+//! only while an `Arc` is cloned, never across an `.await`) and one `ArcSwap::load`.
+//! Neither grows with the number of agents, versions, environments or tokens. A pointer
+//! move replaces one slot's route in O(1): it never rebuilds or copies the table.
+//!
+//! Writers are the control plane (after a store commit) and, in a fleet, the change
+//! listener. Routes carry the store revision they were built at; a slot only ever moves
+//! forward in revision, so two racing writers cannot leave an older route in place.
+//!
+//! This module knows nothing of HTTP servers or SQL.
+
+use crate::domain::{
+    now_ms, AgentName, Change, EnvName, Millis, TokenHash, TokenRecord, Version, VersionState,
+};
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use http::uri::{Authority, Scheme};
+use http::HeaderValue;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// One upstream endpoint of a version, parsed once when the route is built.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// `host:port`, for logs.
+    pub addr: Arc<str>,
+}
+
+/// The version a slot routes to, with everything the proxy needs pre-built.
+#[derive(Debug)]
+pub struct Target {
+    pub version: u32,
+    /// `v3`, ready to be sent as a header value.
+    pub label: HeaderValue,
+    pub endpoints: Vec<Endpoint>,
+    pub stopped: bool,
+    /// Round-robin cursor over `endpoints`.
+    cursor: AtomicUsize,
+}
+
+impl Target {
+    fn from_version(v: &Version) -> Self {
+        let endpoints = v
+            .upstreams
+            .iter()
+            .filter_map(|u| {
+                let uri: http::Uri = u.parse().ok()?;
+                let authority = uri.authority()?.clone();
+                Some(Endpoint {
+                    scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
+                    addr: Arc::from(authority.as_str()),
+                    authority,
+                })
+            })
+            .collect();
+        let label = v.label();
+        Self {
+            version: v.number,
+            label: HeaderValue::from_str(&label)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            endpoints,
+            stopped: v.state == VersionState::Stopped,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The index of the endpoint to try first (round robin); callers walk on from it
+    /// when an endpoint refuses the connection.
+    pub fn first_endpoint(&self) -> usize {
+        match self.endpoints.len() {
+            0 | 1 => 0,
+            n => self.cursor.fetch_add(1, Ordering::Relaxed) % n,
+        }
+    }
+}
+
+/// What a slot serves right now.
+#[derive(Debug)]
+pub struct Route {
+    /// Store revision this route was built at.
+    pub revision: u64,
+    /// None: the environment has no version deployed.
+    pub target: Option<Target>,
+}
+
+/// One (agent, environment): its names as header values and its live route.
+#[derive(Debug)]
+pub struct Slot {
+    pub agent: AgentName,
+    pub environment: EnvName,
+    pub agent_header: HeaderValue,
+    pub environment_header: HeaderValue,
+    route: ArcSwap<Route>,
+}
+
+impl Slot {
+    fn new(agent: AgentName, environment: EnvName) -> Self {
+        let hv = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"));
+        Self {
+            agent_header: hv(agent.as_str()),
+            environment_header: hv(environment.as_str()),
+            agent,
+            environment,
+            route: ArcSwap::from_pointee(Route {
+                revision: 0,
+                target: None,
+            }),
+        }
+    }
+
+    /// The live route: one atomic load, no lock.
+    pub fn route(&self) -> arc_swap::Guard<Arc<Route>> {
+        self.route.load()
+    }
+
+    /// Installs `route` unless the slot already holds a newer one. Returns whether
+    /// it was installed.
+    fn install(&self, route: Route) -> bool {
+        let route = Arc::new(route);
+        let mut installed = false;
+        self.route.rcu(|cur| {
+            if cur.revision <= route.revision {
+                installed = true;
+                Arc::clone(&route)
+            } else {
+                installed = false;
+                Arc::clone(cur)
+            }
+        });
+        installed
+    }
+}
+
+/// A token as the data plane knows it.
+#[derive(Debug)]
+pub struct TokenEntry {
+    pub id: String,
+    pub slot: Arc<Slot>,
+    pub expires_at: Option<Millis>,
+    pub revoked: bool,
+}
+
+/// Why a presented token does not let a request through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    Unknown,
+    Revoked,
+    Expired,
+}
+
+/// The table. Cheap to share: wrap it in an `Arc`.
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    slots: DashMap<(AgentName, EnvName), Arc<Slot>>,
+    tokens: DashMap<TokenHash, Arc<TokenEntry>>,
+    /// Highest store revision applied.
+    revision: AtomicU64,
+}
+
+impl RoutingTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Authenticates a token hash and returns its slot. The caller loads the route.
+    pub fn authenticate(&self, hash: &TokenHash) -> Result<Arc<Slot>, AuthError> {
+        let entry = match self.tokens.get(hash) {
+            Some(e) => Arc::clone(e.value()),
+            None => return Err(AuthError::Unknown),
+        };
+        if entry.revoked {
+            return Err(AuthError::Revoked);
+        }
+        if let Some(exp) = entry.expires_at {
+            if now_ms() >= exp {
+                return Err(AuthError::Expired);
+            }
+        }
+        Ok(Arc::clone(&entry.slot))
+    }
+
+    /// The slot of (agent, environment), created empty if needed.
+    pub fn slot(&self, agent: &AgentName, environment: &EnvName) -> Arc<Slot> {
+        if let Some(s) = self.slots.get(&(agent.clone(), environment.clone())) {
+            return Arc::clone(s.value());
+        }
+        Arc::clone(
+            self.slots
+                .entry((agent.clone(), environment.clone()))
+                .or_insert_with(|| Arc::new(Slot::new(agent.clone(), environment.clone())))
+                .value(),
+        )
+    }
+
+    /// The slot of (agent, environment) if it exists.
+    pub fn find_slot(&self, agent: &AgentName, environment: &EnvName) -> Option<Arc<Slot>> {
+        self.slots
+            .get(&(agent.clone(), environment.clone()))
+            .map(|s| Arc::clone(s.value()))
+    }
+
+    /// Applies one change from the control plane. O(1) in the size of the table.
+    pub fn apply(&self, change: &Change) {
+        match change {
+            Change::Route {
+                agent,
+                environment,
+                revision,
+                version,
+            } => {
+                self.slot(agent, environment).install(Route {
+                    revision: *revision,
+                    target: version.as_ref().map(Target::from_version),
+                });
+                self.note_revision(*revision);
+            }
+            Change::Token(t) => self.put_token(t),
+        }
+    }
+
+    fn put_token(&self, t: &TokenRecord) {
+        let entry = TokenEntry {
+            id: t.id.clone(),
+            slot: self.slot(&t.agent, &t.environment),
+            expires_at: t.expires_at,
+            revoked: t.revoked_at.is_some(),
+        };
+        self.tokens.insert(t.hash, Arc::new(entry));
+    }
+
+    /// Records that the table reflects the store up to `revision`.
+    pub fn note_revision(&self, revision: u64) {
+        self.revision.fetch_max(revision, Ordering::AcqRel);
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Every slot, for status pages and metrics. Not for the request path.
+    pub fn slots(&self) -> Vec<Arc<Slot>> {
+        self.slots.iter().map(|s| Arc::clone(s.value())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::token::hash_token;
+    use crate::domain::VersionSpec;
+
+    fn names(a: &str, e: &str) -> (AgentName, EnvName) {
+        (
+            AgentName::parse("a", a).unwrap(),
+            EnvName::parse("e", e).unwrap(),
+        )
+    }
+
+    fn version(agent: &AgentName, n: u32, port: u16) -> Version {
+        VersionSpec {
+            upstreams: vec![format!("http://127.0.0.1:{port}"), format!("http://127.0.0.2:{port}")],
+            ..Default::default()
+        }
+        .build(agent.clone(), n, "t".into(), 0)
+        .unwrap()
+    }
+
+    fn token(agent: &AgentName, env: &EnvName, secret: &str) -> TokenRecord {
+        TokenRecord {
+            id: format!("tok_{secret}"),
+            agent: agent.clone(),
+            environment: env.clone(),
+            name: String::new(),
+            created_at: 0,
+            expires_at: None,
+            revoked_at: None,
+            hash: hash_token(secret.as_bytes()),
+        }
+    }
+
+    fn route(agent: &AgentName, env: &EnvName, rev: u64, v: Option<Version>) -> Change {
+        Change::Route {
+            agent: agent.clone(),
+            environment: env.clone(),
+            revision: rev,
+            version: v,
+        }
+    }
+
+    #[test]
+    fn token_resolves_to_its_slot_and_the_live_version() {
+        let t = RoutingTable::new();
+        let (a, e) = names("bot", "staging");
+        t.apply(&Change::Token(token(&a, &e, "s1")));
+        let slot = t.authenticate(&hash_token(b"s1")).unwrap();
+        assert!(slot.route().target.is_none(), "not deployed yet");
+        t.apply(&route(&a, &e, 2, Some(version(&a, 1, 9000))));
+        let r = slot.route();
+        let target = r.target.as_ref().unwrap();
+        assert_eq!(target.version, 1);
+        assert_eq!(target.label, "v1");
+        assert_eq!(target.endpoints[0].addr.as_ref(), "127.0.0.1:9000");
+        assert_eq!(t.revision(), 2);
+        assert_eq!(t.authenticate(&hash_token(b"nope")).unwrap_err(), AuthError::Unknown);
+    }
+
+    #[test]
+    fn a_move_swaps_one_slot_and_an_older_revision_never_wins() {
+        let t = RoutingTable::new();
+        let (a, e) = names("bot", "production");
+        let (_, other) = names("bot", "staging");
+        t.apply(&route(&a, &other, 1, Some(version(&a, 1, 1))));
+        let before = t.find_slot(&a, &other).unwrap().route();
+        t.apply(&route(&a, &e, 5, Some(version(&a, 2, 2))));
+        t.apply(&route(&a, &e, 4, Some(version(&a, 1, 1))));
+        let slot = t.find_slot(&a, &e).unwrap();
+        assert_eq!(slot.route().target.as_ref().unwrap().version, 2);
+        assert!(
+            Arc::ptr_eq(&before, &t.find_slot(&a, &other).unwrap().route()),
+            "other slots are untouched"
+        );
+        t.apply(&route(&a, &e, 6, None));
+        assert!(slot.route().target.is_none());
+        assert_eq!(t.slot_count(), 2);
+    }
+
+    #[test]
+    fn in_flight_readers_keep_the_route_they_loaded() {
+        let t = RoutingTable::new();
+        let (a, e) = names("bot", "staging");
+        t.apply(&route(&a, &e, 1, Some(version(&a, 1, 1))));
+        let slot = t.slot(&a, &e);
+        let held = slot.route();
+        t.apply(&route(&a, &e, 2, Some(version(&a, 2, 2))));
+        assert_eq!(held.target.as_ref().unwrap().version, 1);
+        assert_eq!(slot.route().target.as_ref().unwrap().version, 2);
+    }
+
+    #[test]
+    fn revoked_and_expired_tokens_are_refused() {
+        let t = RoutingTable::new();
+        let (a, e) = names("bot", "staging");
+        let mut tok = token(&a, &e, "s");
+        t.apply(&Change::Token(tok.clone()));
+        assert!(t.authenticate(&tok.hash).is_ok());
+        tok.revoked_at = Some(1);
+        t.apply(&Change::Token(tok.clone()));
+        assert_eq!(t.authenticate(&tok.hash).unwrap_err(), AuthError::Revoked);
+        let mut old = token(&a, &e, "old");
+        old.expires_at = Some(now_ms() - 1);
+        t.apply(&Change::Token(old.clone()));
+        assert_eq!(t.authenticate(&old.hash).unwrap_err(), AuthError::Expired);
+        let mut later = token(&a, &e, "later");
+        later.expires_at = Some(now_ms() + 60_000);
+        t.apply(&Change::Token(later.clone()));
+        assert!(t.authenticate(&later.hash).is_ok());
+    }
+
+    #[test]
+    fn stopped_versions_and_round_robin() {
+        let t = RoutingTable::new();
+        let (a, e) = names("bot", "staging");
+        let mut v = version(&a, 3, 7);
+        t.apply(&route(&a, &e, 1, Some(v.clone())));
+        let slot = t.slot(&a, &e);
+        let r = slot.route();
+        let target = r.target.as_ref().unwrap();
+        let picks: Vec<_> = (0..4).map(|_| target.first_endpoint()).collect();
+        assert_eq!(picks, [0, 1, 0, 1]);
+        v.state = VersionState::Stopped;
+        t.apply(&route(&a, &e, 2, Some(v)));
+        assert!(slot.route().target.as_ref().unwrap().stopped);
+    }
+}

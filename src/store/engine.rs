@@ -1,0 +1,347 @@
+//! The rules of every command, written once against [`Tx`] and shared by all backends.
+//!
+//! Each function runs inside one transaction: it reads the current state, checks it
+//! with the domain's rules, and only then writes. An error leaves nothing behind (the
+//! backend rolls the transaction back).
+
+use super::{Applied, Command, Outcome, Result, Snapshot, Tx};
+use crate::domain::moves::{check_guard, next_pointer, plan_rollback};
+use crate::domain::names::version_label;
+use crate::domain::{
+    Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveKind,
+    MoveRequest, Pipeline, Pointer, TokenRecord, UndoLink, Version, VersionRef, VersionState,
+};
+
+/// Longest free-text field (reason, token name, actor) kept, in bytes.
+pub const MAX_TEXT: usize = 1024;
+
+pub fn require_agent(tx: &mut dyn Tx, agent: &AgentName) -> Result<Agent> {
+    tx.agent(agent)?
+        .ok_or_else(|| DomainError::AgentNotFound(agent.to_string()).into())
+}
+
+pub fn require_version(tx: &mut dyn Tx, agent: &AgentName, r: &VersionRef) -> Result<Version> {
+    require_agent(tx, agent)?;
+    let n = r.for_agent(agent, "version")?;
+    tx.version(agent, n)?.ok_or_else(|| {
+        DomainError::VersionNotFound {
+            agent: agent.to_string(),
+            version: version_label(n),
+        }
+        .into()
+    })
+}
+
+fn check_text(field: &'static str, s: &str) -> Result<()> {
+    if s.len() > MAX_TEXT {
+        return Err(DomainError::Invalid {
+            field,
+            message: format!("longer than {MAX_TEXT} bytes"),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Validates and applies one command. The caller commits on Ok.
+pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Result<Applied> {
+    match cmd {
+        Command::CreateAgent { name, description } => {
+            check_text("description", &description)?;
+            if tx.agent(&name)?.is_some() {
+                return Err(DomainError::AgentExists(name.to_string()).into());
+            }
+            let agent = Agent {
+                name,
+                description,
+                created_at: now,
+            };
+            tx.insert_agent(&agent)?;
+            let revision = tx.bump_revision()?;
+            Ok(Applied {
+                outcome: Outcome::Agent(agent),
+                revision,
+                changes: vec![],
+            })
+        }
+        Command::CreateVersion {
+            agent,
+            spec,
+            author,
+        } => {
+            require_agent(tx, &agent)?;
+            check_text("author", &author)?;
+            // validate before reserving a number, so a bad spec leaves no gap
+            spec.clone().build(agent.clone(), 1, author.clone(), now)?;
+            let n = tx.next_version_number(&agent)?;
+            let version = spec.build(agent, n, author, now)?;
+            tx.insert_version(&version)?;
+            let revision = tx.bump_revision()?;
+            Ok(Applied {
+                outcome: Outcome::Version(version),
+                revision,
+                changes: vec![],
+            })
+        }
+        Command::SetVersionState {
+            agent,
+            version,
+            state,
+        } => {
+            let mut v = require_version(tx, &agent, &version)?;
+            if v.state == state {
+                // idempotent: starting a running version changes nothing
+                let revision = tx.revision()?;
+                return Ok(Applied {
+                    outcome: Outcome::Version(v),
+                    revision,
+                    changes: vec![],
+                });
+            }
+            tx.set_version_state(&agent, v.number, state)?;
+            v.state = state;
+            let revision = tx.bump_revision()?;
+            let changes = tx
+                .pointers(Some(&agent))?
+                .into_iter()
+                .filter(|(_, env, ptr)| ptr.version == Some(v.number) && p.get(env.as_str()).is_ok())
+                .map(|(agent, environment, _)| Change::Route {
+                    agent,
+                    environment,
+                    revision,
+                    version: Some(v.clone()),
+                })
+                .collect();
+            Ok(Applied {
+                outcome: Outcome::Version(v),
+                revision,
+                changes,
+            })
+        }
+        Command::Move(req) => execute_move(tx, p, req, now),
+        Command::CreateToken {
+            agent,
+            environment,
+            name,
+            expires_at,
+            id,
+            hash,
+        } => {
+            require_agent(tx, &agent)?;
+            p.get(environment.as_str())?;
+            check_text("name", &name)?;
+            if let Some(exp) = expires_at {
+                if exp <= now {
+                    return Err(DomainError::Invalid {
+                        field: "expires_at",
+                        message: "expires_at is in the past".into(),
+                    }
+                    .into());
+                }
+            }
+            let record = TokenRecord {
+                id,
+                agent,
+                environment,
+                name,
+                created_at: now,
+                expires_at,
+                revoked_at: None,
+                hash,
+            };
+            tx.insert_token(&record)?;
+            let revision = tx.bump_revision()?;
+            Ok(Applied {
+                outcome: Outcome::Token(record.clone()),
+                revision,
+                changes: vec![Change::Token(record)],
+            })
+        }
+        Command::RevokeToken { id } => {
+            let mut record = tx
+                .token(&id)?
+                .ok_or_else(|| DomainError::TokenNotFound(id.clone()))?;
+            if record.revoked_at.is_none() {
+                tx.revoke_token(&id, now)?;
+                record.revoked_at = Some(now);
+            }
+            let revision = tx.bump_revision()?;
+            Ok(Applied {
+                outcome: Outcome::Token(record.clone()),
+                revision,
+                changes: vec![Change::Token(record)],
+            })
+        }
+    }
+}
+
+fn running(v: Version) -> Result<Version> {
+    if v.state == VersionState::Stopped {
+        return Err(DomainError::VersionStopped {
+            agent: v.agent.to_string(),
+            version: v.label(),
+        }
+        .into());
+    }
+    Ok(v)
+}
+
+fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) -> Result<Applied> {
+    require_agent(tx, &req.agent)?;
+    check_text("reason", req.reason.as_deref().unwrap_or(""))?;
+    check_text("actor", &req.actor)?;
+    let source = p.get(req.environment.as_str())?.clone();
+    let target_env = match &req.kind {
+        MoveKind::Promote { to: Some(to) } => p.get(to.as_str())?.clone(),
+        MoveKind::Promote { to: None } => p
+            .next(&source.name)
+            .ok_or_else(|| DomainError::NoNextStage(source.name.to_string()))?
+            .clone(),
+        _ => source.clone(),
+    };
+    let cur = tx.pointer(&req.agent, &target_env.name)?;
+    check_guard(&target_env, &cur, req.confirm, req.expected_revision)?;
+
+    let action = req.kind.action();
+    let mut rollback_undo = None;
+    let target: Option<u32> = match &req.kind {
+        MoveKind::Deploy { version } => {
+            let v = running(require_version(tx, &req.agent, version)?)?;
+            Some(v.number)
+        }
+        MoveKind::Promote { .. } => {
+            if source.name == target_env.name {
+                return Err(DomainError::Invalid {
+                    field: "to",
+                    message: format!("cannot promote {} into itself", source.name),
+                }
+                .into());
+            }
+            let from = tx.pointer(&req.agent, &source.name)?;
+            let n = from
+                .version
+                .ok_or_else(|| DomainError::NotDeployed(source.name.to_string()))?;
+            let v = require_version(tx, &req.agent, &VersionRef { agent: None, number: n })?;
+            Some(running(v)?.number)
+        }
+        MoveKind::Rollback { to_version } => {
+            let to = match to_version {
+                Some(r) => {
+                    let v = require_version(tx, &req.agent, r)?;
+                    if !tx.has_served(&req.agent, &target_env.name, v.number)? {
+                        return Err(DomainError::NothingToRollBack(format!(
+                            "{} has never served {}; roll back only to a version that did",
+                            v.label(),
+                            target_env.name
+                        ))
+                        .into());
+                    }
+                    Some(v.number)
+                }
+                None => None,
+            };
+            let (agent, env) = (req.agent.clone(), target_env.name.clone());
+            let (n, undo) = plan_rollback(&env, &cur, to, |rev| {
+                if rev == 0 {
+                    Ok(UndoLink::EMPTY)
+                } else {
+                    tx.undo_at(&agent, &env, rev)
+                }
+            })?;
+            let v = require_version(tx, &req.agent, &VersionRef { agent: None, number: n })?;
+            running(v)?;
+            rollback_undo = Some(undo);
+            Some(n)
+        }
+        MoveKind::Undeploy => {
+            if cur.version.is_none() {
+                return Err(DomainError::NotDeployed(target_env.name.to_string()).into());
+            }
+            None
+        }
+    };
+    if let (Some(t), Some(c)) = (target, cur.version) {
+        if t == c {
+            return Err(DomainError::AlreadyLive {
+                environment: target_env.name.to_string(),
+                version: version_label(t),
+            }
+            .into());
+        }
+    }
+
+    let revision = tx.bump_revision()?;
+    let pointer = next_pointer(&cur, action, target, rollback_undo, revision, now);
+    let mv = Move {
+        agent: req.agent.clone(),
+        environment: target_env.name.clone(),
+        action,
+        version: target,
+        previous: cur.version,
+        actor: req.actor,
+        reason: req.reason,
+        revision,
+        at: now,
+        previous_since: cur.version.map(|_| cur.since),
+    };
+    tx.record_move(&mv, &pointer)?;
+    let version = match target {
+        Some(n) => tx.version(&req.agent, n)?,
+        None => None,
+    };
+    Ok(Applied {
+        outcome: Outcome::Move(mv),
+        revision,
+        changes: vec![Change::Route {
+            agent: req.agent,
+            environment: target_env.name,
+            revision,
+            version,
+        }],
+    })
+}
+
+/// Every live route and every token.
+pub fn snapshot(tx: &mut dyn Tx, p: &Pipeline) -> Result<Snapshot> {
+    let revision = tx.revision()?;
+    let mut changes = Vec::new();
+    for (agent, environment, ptr) in tx.pointers(None)? {
+        if p.get(environment.as_str()).is_err() {
+            continue; // an environment since removed from the config serves nothing
+        }
+        let version = match ptr.version {
+            Some(n) => tx.version(&agent, n)?,
+            None => None,
+        };
+        changes.push(Change::Route {
+            agent,
+            environment,
+            revision: ptr.revision.max(1),
+            version,
+        });
+    }
+    for t in tx.tokens(None)? {
+        changes.push(Change::Token(t));
+    }
+    Ok(Snapshot { revision, changes })
+}
+
+/// An agent with the pointer of each environment of the pipeline, in pipeline order.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub agent: Agent,
+    pub environments: Vec<(EnvName, Pointer)>,
+}
+
+pub fn deployment(tx: &mut dyn Tx, p: &Pipeline, agent: &AgentName) -> Result<Deployment> {
+    let a = require_agent(tx, agent)?;
+    let mut environments = Vec::with_capacity(p.stages().len());
+    for s in p.stages() {
+        environments.push((s.name.clone(), tx.pointer(agent, &s.name)?));
+    }
+    Ok(Deployment {
+        agent: a,
+        environments,
+    })
+}
+

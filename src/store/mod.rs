@@ -1,0 +1,264 @@
+//! The durable record: agents, versions, pointers, history and tokens.
+//!
+//! One [`Store`] with pluggable backends ([`sqlite`] today). A backend only supplies
+//! transactions ([`Tx`]: plain reads and writes of rows); the rules live once, in
+//! [`engine`], which validates each command against the state read *inside* the
+//! transaction, bumps the store revision, writes the change together with its history
+//! row, and returns the [`Change`]s for the routing table. The caller applies those
+//! only after the commit.
+//!
+//! Backends are synchronous and run on tokio's blocking pool; the async API here is
+//! what the admin API and the server use. The store knows nothing of HTTP.
+
+pub mod engine;
+pub mod sqlite;
+
+use crate::domain::{
+    Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveRequest, Pipeline,
+    Pointer, TokenHash, TokenRecord, UndoLink, Version, VersionRef, VersionSpec, VersionState,
+};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The backend cannot be reached; nothing was written.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed in a way that is not the caller's fault.
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A mutation of the record.
+#[derive(Debug, Clone)]
+pub enum Command {
+    CreateAgent {
+        name: AgentName,
+        description: String,
+    },
+    CreateVersion {
+        agent: AgentName,
+        spec: VersionSpec,
+        author: String,
+    },
+    SetVersionState {
+        agent: AgentName,
+        version: VersionRef,
+        state: VersionState,
+    },
+    Move(MoveRequest),
+    CreateToken {
+        agent: AgentName,
+        environment: EnvName,
+        name: String,
+        expires_at: Option<Millis>,
+        id: String,
+        hash: TokenHash,
+    },
+    RevokeToken {
+        id: String,
+    },
+}
+
+/// What a command produced, for the caller's answer.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Agent(Agent),
+    Version(Version),
+    Move(Move),
+    Token(TokenRecord),
+}
+
+/// A committed command: its outcome, the store revision after it, and the changes the
+/// routing table must apply.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub outcome: Outcome,
+    pub revision: u64,
+    pub changes: Vec<Change>,
+}
+
+/// Everything the data plane needs at start: every route and every token.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub changes: Vec<Change>,
+}
+
+/// The rows a transaction can read and write. Implemented once per backend; every
+/// rule is in [`engine`].
+pub trait Tx {
+    fn revision(&mut self) -> Result<u64>;
+    /// Increments the store revision and returns the new value.
+    fn bump_revision(&mut self) -> Result<u64>;
+
+    fn agent(&mut self, name: &AgentName) -> Result<Option<Agent>>;
+    fn agents(&mut self) -> Result<Vec<Agent>>;
+    fn insert_agent(&mut self, agent: &Agent) -> Result<()>;
+    /// Reserves the next version number of `agent` (monotonic, never reused).
+    fn next_version_number(&mut self, agent: &AgentName) -> Result<u32>;
+
+    fn version(&mut self, agent: &AgentName, number: u32) -> Result<Option<Version>>;
+    fn versions(&mut self, agent: &AgentName) -> Result<Vec<Version>>;
+    fn insert_version(&mut self, version: &Version) -> Result<()>;
+    fn set_version_state(&mut self, agent: &AgentName, number: u32, state: VersionState)
+        -> Result<()>;
+
+    /// The pointer of (agent, environment); the default (empty) one if it never moved.
+    fn pointer(&mut self, agent: &AgentName, env: &EnvName) -> Result<Pointer>;
+    /// Every pointer that ever moved, of one agent or (None) of all agents.
+    fn pointers(&mut self, agent: Option<&AgentName>) -> Result<Vec<(AgentName, EnvName, Pointer)>>;
+    /// The undo stack stored with the history row at `revision`.
+    fn undo_at(&mut self, agent: &AgentName, env: &EnvName, revision: u64) -> Result<UndoLink>;
+    /// Whether `number` has ever been the live version of (agent, environment).
+    fn has_served(&mut self, agent: &AgentName, env: &EnvName, number: u32) -> Result<bool>;
+    /// Appends the move to history and sets the pointer, in the same transaction.
+    fn record_move(&mut self, mv: &Move, pointer: &Pointer) -> Result<()>;
+    /// History of (agent, environment), newest first, at most `limit` rows older than
+    /// `before` (a revision) when given.
+    fn history(
+        &mut self,
+        agent: &AgentName,
+        env: &EnvName,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<Move>>;
+
+    fn insert_token(&mut self, token: &TokenRecord) -> Result<()>;
+    fn token(&mut self, id: &str) -> Result<Option<TokenRecord>>;
+    fn revoke_token(&mut self, id: &str, at: Millis) -> Result<()>;
+    /// Tokens of (agent, environment), or (None) every token.
+    fn tokens(&mut self, scope: Option<(&AgentName, &EnvName)>) -> Result<Vec<TokenRecord>>;
+}
+
+/// A body of work run inside one transaction. Called again if the backend retries.
+pub type TxFn<'a> = dyn FnMut(&mut dyn Tx) -> Result<()> + 'a;
+
+/// A durable backend: runs closures in transactions.
+pub trait Backend: Send + Sync + 'static {
+    /// Runs `f` in a write transaction and commits when it returns Ok; rolls back
+    /// otherwise.
+    fn write(&self, f: &mut TxFn<'_>) -> Result<()>;
+    /// Runs `f` against a consistent read view.
+    fn read(&self, f: &mut TxFn<'_>) -> Result<()>;
+}
+
+/// The store the rest of the gateway talks to.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl Store {
+    pub fn new(backend: Arc<dyn Backend>, pipeline: Arc<Pipeline>) -> Self {
+        Self { backend, pipeline }
+    }
+
+    /// Opens the store a URL names: `sqlite://PATH`.
+    pub fn open(url: &str, pipeline: Arc<Pipeline>) -> Result<Self> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let backend = sqlite::SqliteBackend::open(path)?;
+            return Ok(Self::new(Arc::new(backend), pipeline));
+        }
+        Err(Error::Unavailable(format!(
+            "unsupported store URL {url:?}: use sqlite://PATH"
+        )))
+    }
+
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        write: bool,
+        mut f: impl FnMut(&mut dyn Tx, &Pipeline) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let backend = Arc::clone(&self.backend);
+        let pipeline = Arc::clone(&self.pipeline);
+        tokio::task::spawn_blocking(move || {
+            let mut out = None;
+            let mut body = |tx: &mut dyn Tx| {
+                out = Some(f(tx, &pipeline)?);
+                Ok(())
+            };
+            if write {
+                backend.write(&mut body)?;
+            } else {
+                backend.read(&mut body)?;
+            }
+            out.ok_or_else(|| Error::Backend("transaction produced no result".into()))
+        })
+        .await
+        .map_err(|e| Error::Backend(format!("store task failed: {e}")))?
+    }
+
+    /// Validates and commits one command.
+    pub async fn execute(&self, cmd: Command) -> Result<Applied> {
+        self.blocking(true, move |tx, p| {
+            engine::execute(tx, p, cmd.clone(), crate::domain::now_ms())
+        })
+        .await
+    }
+
+    /// Every route and token, for loading the routing table.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        self.blocking(false, engine::snapshot).await
+    }
+
+    pub async fn revision(&self) -> Result<u64> {
+        self.blocking(false, |tx, _| tx.revision()).await
+    }
+
+    pub async fn agents(&self) -> Result<Vec<Agent>> {
+        self.blocking(false, |tx, _| tx.agents()).await
+    }
+
+    /// An agent and the pointer of each environment of the pipeline.
+    pub async fn deployment(&self, agent: AgentName) -> Result<engine::Deployment> {
+        self.blocking(false, move |tx, p| engine::deployment(tx, p, &agent))
+            .await
+    }
+
+    pub async fn versions(&self, agent: AgentName) -> Result<Vec<Version>> {
+        self.blocking(false, move |tx, _| {
+            engine::require_agent(tx, &agent)?;
+            tx.versions(&agent)
+        })
+        .await
+    }
+
+    pub async fn version(&self, agent: AgentName, version: VersionRef) -> Result<Version> {
+        self.blocking(false, move |tx, _| engine::require_version(tx, &agent, &version))
+            .await
+    }
+
+    pub async fn history(
+        &self,
+        agent: AgentName,
+        env: EnvName,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<Move>> {
+        self.blocking(false, move |tx, p| {
+            engine::require_agent(tx, &agent)?;
+            p.get(env.as_str())?;
+            tx.history(&agent, &env, limit, before)
+        })
+        .await
+    }
+
+    pub async fn tokens(&self, agent: AgentName, env: EnvName) -> Result<Vec<TokenRecord>> {
+        self.blocking(false, move |tx, p| {
+            engine::require_agent(tx, &agent)?;
+            p.get(env.as_str())?;
+            tx.tokens(Some((&agent, &env)))
+        })
+        .await
+    }
+}

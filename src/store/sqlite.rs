@@ -1,0 +1,633 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`, so a
+//! commit that returned is on disk.
+//!
+//! Locks: one `std::sync::Mutex` around the connection, held for the length of one
+//! transaction on a blocking-pool thread, never across an `.await`. Writes use
+//! `BEGIN IMMEDIATE`, so a transaction that reads then writes cannot be overtaken.
+
+use super::{Backend, Error, Result, Tx, TxFn};
+use crate::domain::{
+    Action, Agent, AgentName, EnvName, Millis, Move, Pointer, TokenRecord, UndoLink, Version,
+    VersionState,
+};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::path::Path;
+use std::sync::Mutex;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0), ('schema', 1);
+CREATE TABLE IF NOT EXISTS agents (
+    name         TEXT PRIMARY KEY,
+    description  TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    last_version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS versions (
+    agent       TEXT NOT NULL REFERENCES agents (name),
+    number      INTEGER NOT NULL,
+    upstreams   TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    description TEXT NOT NULL,
+    author      TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (agent, number)
+);
+CREATE TABLE IF NOT EXISTS pointers (
+    agent       TEXT NOT NULL REFERENCES agents (name),
+    environment TEXT NOT NULL,
+    version     INTEGER,
+    since       INTEGER NOT NULL,
+    revision    INTEGER NOT NULL,
+    undo_depth  INTEGER NOT NULL,
+    undo_top    INTEGER NOT NULL,
+    undo_next   INTEGER NOT NULL,
+    PRIMARY KEY (agent, environment)
+);
+CREATE TABLE IF NOT EXISTS history (
+    revision       INTEGER PRIMARY KEY,
+    agent          TEXT NOT NULL REFERENCES agents (name),
+    environment    TEXT NOT NULL,
+    action         TEXT NOT NULL,
+    version        INTEGER,
+    previous       INTEGER,
+    previous_since INTEGER,
+    actor          TEXT NOT NULL,
+    reason         TEXT,
+    at             INTEGER NOT NULL,
+    undo_depth     INTEGER NOT NULL,
+    undo_top       INTEGER NOT NULL,
+    undo_next      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_env ON history (agent, environment, revision);
+CREATE INDEX IF NOT EXISTS history_by_version ON history (agent, environment, version);
+CREATE TABLE IF NOT EXISTS tokens (
+    id          TEXT PRIMARY KEY,
+    hash        BLOB NOT NULL UNIQUE,
+    agent       TEXT NOT NULL REFERENCES agents (name),
+    environment TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER
+);
+CREATE INDEX IF NOT EXISTS tokens_by_env ON tokens (agent, environment);
+"#;
+
+fn backend(e: rusqlite::Error) -> Error {
+    Error::Backend(e.to_string())
+}
+
+/// Data in the file that the domain rejects: the file was edited by hand or is corrupt.
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Backend(format!("stored {what} is invalid: {detail}"))
+}
+
+pub struct SqliteBackend {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the database at `path` and its parent directory.
+    pub fn open(path: &str) -> Result<Self> {
+        if path.is_empty() {
+            return Err(Error::Unavailable("sqlite:// needs a file path".into()));
+        }
+        if let Some(dir) = Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| Error::Unavailable(format!("cannot open {path}: {e}")))?;
+        Self::init(conn).map_err(|e| Error::Unavailable(format!("cannot use {path}: {e}")))
+    }
+
+    /// An in-memory database, for tests.
+    pub fn in_memory() -> Result<Self> {
+        let conn = Connection::open_in_memory().map_err(backend)?;
+        Self::init(conn)
+    }
+
+    fn init(conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn run(&self, behavior: TransactionBehavior, commit: bool, f: &mut TxFn<'_>) -> Result<()> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Backend("connection lock poisoned".into()))?;
+        let tx = conn.transaction_with_behavior(behavior).map_err(backend)?;
+        f(&mut SqliteTx { tx: &tx })?;
+        if commit {
+            tx.commit().map_err(backend)?;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn write(&self, f: &mut TxFn<'_>) -> Result<()> {
+        self.run(TransactionBehavior::Immediate, true, f)
+    }
+
+    fn read(&self, f: &mut TxFn<'_>) -> Result<()> {
+        self.run(TransactionBehavior::Deferred, false, f)
+    }
+}
+
+struct SqliteTx<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+}
+
+fn agent_name(s: String) -> Result<AgentName> {
+    AgentName::parse("agent", &s).map_err(|e| corrupt("agent name", e))
+}
+
+fn env_name(s: String) -> Result<EnvName> {
+    EnvName::parse("environment", &s).map_err(|e| corrupt("environment name", e))
+}
+
+fn to_u32(v: Option<i64>) -> Option<u32> {
+    v.and_then(|n| u32::try_from(n).ok())
+}
+
+const VERSION_COLS: &str =
+    "agent, number, upstreams, config, description, author, digest, state, created_at";
+
+type VersionRow = (String, i64, String, String, String, String, String, String, i64);
+
+fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
+
+fn version_from(row: VersionRow) -> Result<Version> {
+    let (agent, number, upstreams, config, description, author, digest, state, created_at) = row;
+    Ok(Version {
+        agent: agent_name(agent)?,
+        number: u32::try_from(number).map_err(|e| corrupt("version number", e))?,
+        upstreams: serde_json::from_str(&upstreams).map_err(|e| corrupt("upstreams", e))?,
+        config: serde_json::from_str(&config).map_err(|e| corrupt("config", e))?,
+        description,
+        author,
+        digest,
+        state: VersionState::parse(&state).ok_or_else(|| corrupt("version state", &state))?,
+        created_at,
+    })
+}
+
+const MOVE_COLS: &str =
+    "agent, environment, action, version, previous, actor, reason, revision, at, previous_since";
+
+type MoveRow = (
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    Option<i64>,
+);
+
+fn move_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MoveRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+    ))
+}
+
+fn move_from(row: MoveRow) -> Result<Move> {
+    let (agent, env, action, version, previous, actor, reason, revision, at, previous_since) = row;
+    Ok(Move {
+        agent: agent_name(agent)?,
+        environment: env_name(env)?,
+        action: Action::parse(&action).ok_or_else(|| corrupt("action", &action))?,
+        version: to_u32(version),
+        previous: to_u32(previous),
+        actor,
+        reason,
+        revision: revision as u64,
+        at,
+        previous_since,
+    })
+}
+
+const TOKEN_COLS: &str = "id, hash, agent, environment, name, created_at, expires_at, revoked_at";
+
+type TokenRow = (
+    String,
+    Vec<u8>,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn token_from(row: TokenRow) -> Result<TokenRecord> {
+    let (id, hash, agent, env, name, created_at, expires_at, revoked_at) = row;
+    Ok(TokenRecord {
+        id,
+        hash: hash
+            .try_into()
+            .map_err(|_| corrupt("token hash", "not 32 bytes"))?,
+        agent: agent_name(agent)?,
+        environment: env_name(env)?,
+        name,
+        created_at,
+        expires_at,
+        revoked_at,
+    })
+}
+
+fn pointer_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Pointer> {
+    let version: Option<i64> = r.get(at)?;
+    Ok(Pointer {
+        version: to_u32(version),
+        since: r.get(at + 1)?,
+        revision: r.get::<_, i64>(at + 2)? as u64,
+        undo: UndoLink {
+            depth: r.get::<_, i64>(at + 3)? as u32,
+            top: r.get::<_, i64>(at + 4)? as u32,
+            next: r.get::<_, i64>(at + 5)? as u64,
+        },
+    })
+}
+
+impl SqliteTx<'_> {
+    fn collect<T, R>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<R>,
+        convert: impl Fn(R) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut stmt = self.tx.prepare_cached(sql).map_err(backend)?;
+        let rows = stmt.query_map(params, row).map_err(backend)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(convert(r.map_err(backend)?)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn revision(&mut self) -> Result<u64> {
+        let v: i64 = self
+            .tx
+            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0))
+            .map_err(backend)?;
+        Ok(v as u64)
+    }
+
+    fn bump_revision(&mut self) -> Result<u64> {
+        let v: i64 = self
+            .tx
+            .query_row(
+                "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        Ok(v as u64)
+    }
+
+    fn agent(&mut self, name: &AgentName) -> Result<Option<Agent>> {
+        let row = self
+            .tx
+            .prepare_cached("SELECT description, created_at FROM agents WHERE name = ?1")
+            .and_then(|mut s| {
+                s.query_row([name.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(backend)?;
+        Ok(row.map(|(description, created_at)| Agent {
+            name: name.clone(),
+            description,
+            created_at,
+        }))
+    }
+
+    fn agents(&mut self) -> Result<Vec<Agent>> {
+        self.collect(
+            "SELECT name, description, created_at FROM agents ORDER BY name",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |(name, description, created_at): (String, String, i64)| {
+                Ok(Agent {
+                    name: agent_name(name)?,
+                    description,
+                    created_at,
+                })
+            },
+        )
+    }
+
+    fn insert_agent(&mut self, a: &Agent) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO agents (name, description, created_at) VALUES (?1, ?2, ?3)",
+                params![a.name.as_str(), a.description, a.created_at],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn next_version_number(&mut self, agent: &AgentName) -> Result<u32> {
+        let n: i64 = self
+            .tx
+            .query_row(
+                "UPDATE agents SET last_version = last_version + 1 WHERE name = ?1 RETURNING last_version",
+                [agent.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        u32::try_from(n).map_err(|e| corrupt("version counter", e))
+    }
+
+    fn version(&mut self, agent: &AgentName, number: u32) -> Result<Option<Version>> {
+        let sql = format!("SELECT {VERSION_COLS} FROM versions WHERE agent = ?1 AND number = ?2");
+        let row = self
+            .tx
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.query_row(params![agent.as_str(), number], version_row).optional())
+            .map_err(backend)?;
+        row.map(version_from).transpose()
+    }
+
+    fn versions(&mut self, agent: &AgentName) -> Result<Vec<Version>> {
+        let sql = format!("SELECT {VERSION_COLS} FROM versions WHERE agent = ?1 ORDER BY number");
+        self.collect(&sql, [agent.as_str()], version_row, version_from)
+    }
+
+    fn insert_version(&mut self, v: &Version) -> Result<()> {
+        let upstreams = serde_json::to_string(&v.upstreams).map_err(|e| Error::Backend(e.to_string()))?;
+        let config = serde_json::to_string(&v.config).map_err(|e| Error::Backend(e.to_string()))?;
+        self.tx
+            .execute(
+                &format!("INSERT INTO versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![
+                    v.agent.as_str(),
+                    v.number,
+                    upstreams,
+                    config,
+                    v.description,
+                    v.author,
+                    v.digest,
+                    v.state.as_str(),
+                    v.created_at
+                ],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn set_version_state(&mut self, agent: &AgentName, number: u32, state: VersionState) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE versions SET state = ?3 WHERE agent = ?1 AND number = ?2",
+                params![agent.as_str(), number, state.as_str()],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn pointer(&mut self, agent: &AgentName, env: &EnvName) -> Result<Pointer> {
+        let p = self
+            .tx
+            .prepare_cached(
+                "SELECT version, since, revision, undo_depth, undo_top, undo_next
+                 FROM pointers WHERE agent = ?1 AND environment = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row([agent.as_str(), env.as_str()], |r| pointer_from(r, 0))
+                    .optional()
+            })
+            .map_err(backend)?;
+        Ok(p.unwrap_or_default())
+    }
+
+    fn pointers(&mut self, agent: Option<&AgentName>) -> Result<Vec<(AgentName, EnvName, Pointer)>> {
+        let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, pointer_from(r, 2)?));
+        let convert = |(a, e, p): (String, String, Pointer)| Ok((agent_name(a)?, env_name(e)?, p));
+        const COLS: &str = "agent, environment, version, since, revision, undo_depth, undo_top, undo_next";
+        match agent {
+            Some(a) => self.collect(
+                &format!("SELECT {COLS} FROM pointers WHERE agent = ?1"),
+                [a.as_str()],
+                row,
+                convert,
+            ),
+            None => self.collect(&format!("SELECT {COLS} FROM pointers"), [], row, convert),
+        }
+    }
+
+    fn undo_at(&mut self, agent: &AgentName, env: &EnvName, revision: u64) -> Result<UndoLink> {
+        let link = self
+            .tx
+            .prepare_cached(
+                "SELECT undo_depth, undo_top, undo_next FROM history
+                 WHERE revision = ?1 AND agent = ?2 AND environment = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![revision as i64, agent.as_str(), env.as_str()], |r| {
+                    Ok(UndoLink {
+                        depth: r.get::<_, i64>(0)? as u32,
+                        top: r.get::<_, i64>(1)? as u32,
+                        next: r.get::<_, i64>(2)? as u64,
+                    })
+                })
+                .optional()
+            })
+            .map_err(backend)?;
+        link.ok_or_else(|| corrupt("history", format!("no row at revision {revision}")))
+    }
+
+    fn has_served(&mut self, agent: &AgentName, env: &EnvName, number: u32) -> Result<bool> {
+        self.tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM history
+                 WHERE agent = ?1 AND environment = ?2 AND version = ?3)",
+            )
+            .and_then(|mut s| s.query_row(params![agent.as_str(), env.as_str(), number], |r| r.get(0)))
+            .map_err(backend)
+    }
+
+    fn record_move(&mut self, mv: &Move, p: &Pointer) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO history (revision, agent, environment, action, version, previous,
+                     previous_since, actor, reason, at, undo_depth, undo_top, undo_next)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    mv.revision as i64,
+                    mv.agent.as_str(),
+                    mv.environment.as_str(),
+                    mv.action.as_str(),
+                    mv.version,
+                    mv.previous,
+                    mv.previous_since,
+                    mv.actor,
+                    mv.reason,
+                    mv.at,
+                    p.undo.depth,
+                    p.undo.top,
+                    p.undo.next as i64
+                ],
+            )
+            .map_err(backend)?;
+        self.tx
+            .execute(
+                "INSERT INTO pointers (agent, environment, version, since, revision,
+                     undo_depth, undo_top, undo_next)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (agent, environment) DO UPDATE SET
+                     version = excluded.version, since = excluded.since,
+                     revision = excluded.revision, undo_depth = excluded.undo_depth,
+                     undo_top = excluded.undo_top, undo_next = excluded.undo_next",
+                params![
+                    mv.agent.as_str(),
+                    mv.environment.as_str(),
+                    p.version,
+                    p.since,
+                    p.revision as i64,
+                    p.undo.depth,
+                    p.undo.top,
+                    p.undo.next as i64
+                ],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn history(
+        &mut self,
+        agent: &AgentName,
+        env: &EnvName,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<Move>> {
+        let sql = format!(
+            "SELECT {MOVE_COLS} FROM history WHERE agent = ?1 AND environment = ?2 AND revision < ?3
+             ORDER BY revision DESC LIMIT ?4"
+        );
+        let before = before.map(|b| b.min(i64::MAX as u64) as i64).unwrap_or(i64::MAX);
+        self.collect(
+            &sql,
+            params![agent.as_str(), env.as_str(), before, limit],
+            move_row,
+            move_from,
+        )
+    }
+
+    fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
+        self.tx
+            .execute(
+                &format!("INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                params![
+                    t.id,
+                    &t.hash[..],
+                    t.agent.as_str(),
+                    t.environment.as_str(),
+                    t.name,
+                    t.created_at,
+                    t.expires_at,
+                    t.revoked_at
+                ],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn token(&mut self, id: &str) -> Result<Option<TokenRecord>> {
+        let sql = format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1");
+        let row = self
+            .tx
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.query_row([id], token_row).optional())
+            .map_err(backend)?;
+        row.map(token_from).transpose()
+    }
+
+    fn revoke_token(&mut self, id: &str, at: Millis) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, at],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn tokens(&mut self, scope: Option<(&AgentName, &EnvName)>) -> Result<Vec<TokenRecord>> {
+        match scope {
+            Some((a, e)) => self.collect(
+                &format!(
+                    "SELECT {TOKEN_COLS} FROM tokens WHERE agent = ?1 AND environment = ?2
+                     ORDER BY created_at, id"
+                ),
+                [a.as_str(), e.as_str()],
+                token_row,
+                token_from,
+            ),
+            None => self.collect(
+                &format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY created_at, id"),
+                [],
+                token_row,
+                token_from,
+            ),
+        }
+    }
+}
