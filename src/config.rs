@@ -208,26 +208,42 @@ impl Config {
         if let Some(l) = &self.tls.listen {
             parse_addr("tls.listen", l)?;
             if self.tls.cert.is_none() {
-                return Err(err("tls.cert", "tls.listen is set but no certificate is given"));
+                return Err(err(
+                    "tls.cert",
+                    "tls.listen is set but no certificate is given",
+                ));
             }
             if self.tls.key.is_none() {
-                return Err(err("tls.key", "tls.listen is set but no private key is given"));
+                return Err(err(
+                    "tls.key",
+                    "tls.listen is set but no private key is given",
+                ));
             }
         }
-        if !(self.store.starts_with("sqlite://") || self.store.starts_with("postgres://")
+        if !(self.store.starts_with("sqlite://")
+            || self.store.starts_with("postgres://")
             || self.store.starts_with("postgresql://"))
         {
             return Err(err(
                 "store",
-                format!("{:?} is not a store URL: use sqlite://PATH or postgres://…", self.store),
+                format!(
+                    "{:?} is not a store URL: use sqlite://PATH or postgres://…",
+                    self.store
+                ),
             ));
         }
         self.pipeline()?;
         let l = &self.limits;
         for (name, v) in [
             ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
-            ("limits.upstream_connect_timeout_ms", l.upstream_connect_timeout_ms),
-            ("limits.upstream_response_timeout_ms", l.upstream_response_timeout_ms),
+            (
+                "limits.upstream_connect_timeout_ms",
+                l.upstream_connect_timeout_ms,
+            ),
+            (
+                "limits.upstream_response_timeout_ms",
+                l.upstream_response_timeout_ms,
+            ),
             ("limits.max_body_bytes", l.max_body_bytes),
         ] {
             if v == 0 {
@@ -235,13 +251,20 @@ impl Config {
             }
         }
         if l.max_header_bytes < 1024 || l.max_header_bytes > 1024 * 1024 {
-            return Err(err("limits.max_header_bytes", "must be between 1024 and 1048576"));
+            return Err(err(
+                "limits.max_header_bytes",
+                "must be between 1024 and 1048576",
+            ));
         }
         if l.max_connections == 0 {
             return Err(err("limits.max_connections", "must be greater than 0"));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| err("log.level", format!("{:?} is not a log filter: {e}", self.log.level)))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            err(
+                "log.level",
+                format!("{:?} is not a log filter: {e}", self.log.level),
+            )
+        })?;
         if self.demo.ports.contains(&0) || self.demo.ports[0] == self.demo.ports[1] {
             return Err(err("demo.ports", "two different non-zero ports"));
         }
@@ -265,8 +288,12 @@ impl Config {
 
 /// Parses a listen address; the setting is named on failure.
 pub fn parse_addr(setting: &str, s: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse()
-        .map_err(|_| err(setting, format!("{s:?} is not an address like 127.0.0.1:8080")))
+    s.parse().map_err(|_| {
+        err(
+            setting,
+            format!("{s:?} is not an address like 127.0.0.1:8080"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -306,7 +333,10 @@ mod tests {
             ("listen = \"nowhere\"", "listen"),
             ("admin_listen = \"1.2.3.4\"", "admin_listen"),
             ("store = \"mysql://x\"", "store"),
-            ("[limits]\nupstream_connect_timeout_ms = 0", "limits.upstream_connect_timeout_ms"),
+            (
+                "[limits]\nupstream_connect_timeout_ms = 0",
+                "limits.upstream_connect_timeout_ms",
+            ),
             ("[limits]\nmax_header_bytes = 10", "limits.max_header_bytes"),
             ("[tls]\nlisten = \"127.0.0.1:8443\"", "tls.cert"),
             ("[[environments]]\nname = \"Prod\"", "environments[0].name"),

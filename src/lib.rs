@@ -6,9 +6,14 @@
 //! atomically. See `DESIGN.md` for the planes and the layout.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod envelope;
+pub mod proxy;
 pub mod routing;
+pub mod server;
 pub mod store;
-pub mod admin;
+pub mod telemetry;

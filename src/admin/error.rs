@@ -92,20 +92,67 @@ mod tests {
     fn every_domain_error_has_its_status_and_code() {
         let s = String::new;
         let table = [
-            (D::Invalid { field: "f", message: s() }, 400, "bad_request"),
-            (D::InvalidVersion { field: "f", message: s() }, 422, "invalid_version"),
+            (
+                D::Invalid {
+                    field: "f",
+                    message: s(),
+                },
+                400,
+                "bad_request",
+            ),
+            (
+                D::InvalidVersion {
+                    field: "f",
+                    message: s(),
+                },
+                422,
+                "invalid_version",
+            ),
             (D::AgentNotFound(s()), 404, "not_found"),
             (D::EnvironmentNotFound(s()), 404, "not_found"),
-            (D::VersionNotFound { agent: s(), version: s() }, 404, "not_found"),
+            (
+                D::VersionNotFound {
+                    agent: s(),
+                    version: s(),
+                },
+                404,
+                "not_found",
+            ),
             (D::TokenNotFound(s()), 404, "not_found"),
             (D::AgentExists(s()), 409, "conflict"),
-            (D::VersionStopped { agent: s(), version: s() }, 409, "version_stopped"),
-            (D::AlreadyLive { environment: s(), version: s() }, 409, "conflict"),
+            (
+                D::VersionStopped {
+                    agent: s(),
+                    version: s(),
+                },
+                409,
+                "version_stopped",
+            ),
+            (
+                D::AlreadyLive {
+                    environment: s(),
+                    version: s(),
+                },
+                409,
+                "conflict",
+            ),
             (D::NotDeployed(s()), 409, "not_deployed"),
             (D::NoNextStage(s()), 409, "conflict"),
             (D::NothingToRollBack(s()), 409, "conflict"),
-            (D::ConfirmationRequired { environment: s() }, 428, "confirmation_required"),
-            (D::RevisionConflict { environment: s(), expected: 1, current: 2 }, 409, "revision_conflict"),
+            (
+                D::ConfirmationRequired { environment: s() },
+                428,
+                "confirmation_required",
+            ),
+            (
+                D::RevisionConflict {
+                    environment: s(),
+                    expected: 1,
+                    current: 2,
+                },
+                409,
+                "revision_conflict",
+            ),
         ];
         for (e, status, code) in table {
             let (st, c) = classify(&e);

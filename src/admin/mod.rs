@@ -13,8 +13,8 @@ pub mod error;
 use crate::domain::names::version_label;
 use crate::domain::token::mint;
 use crate::domain::{
-    diff, parse_time, AgentName, EnvName, MoveKind, MoveRequest, Pipeline, VersionRef,
-    VersionSpec, VersionState,
+    diff, parse_time, AgentName, EnvName, MoveKind, MoveRequest, Pipeline, VersionRef, VersionSpec,
+    VersionState,
 };
 use crate::envelope::{error_json, new_request_id, sane_request_id};
 use crate::routing::RoutingTable;
@@ -123,13 +123,22 @@ impl Admin {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = req.method().clone();
         match segs.as_slice() {
-            ["healthz"] => return only_get(&method).map(|_| json_response(StatusCode::OK, &json!({"status": "ok"}))),
+            ["healthz"] => {
+                return only_get(&method)
+                    .map(|_| json_response(StatusCode::OK, &json!({"status": "ok"})))
+            }
             ["readyz"] => {
                 only_get(&method)?;
                 return Ok(if self.ready.load(Ordering::Acquire) {
-                    json_response(StatusCode::OK, &json!({"status": "ready", "revision": self.table.revision()}))
+                    json_response(
+                        StatusCode::OK,
+                        &json!({"status": "ready", "revision": self.table.revision()}),
+                    )
                 } else {
-                    json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "loading"}))
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &json!({"status": "loading"}),
+                    )
                 });
             }
             ["metrics"] => {
@@ -143,7 +152,12 @@ impl Admin {
                 return Ok(r);
             }
             ["v1", ..] => {}
-            _ => return Err(ApiError::not_found(format!("no such endpoint: {}", truncate_path(&path)))),
+            _ => {
+                return Err(ApiError::not_found(format!(
+                    "no such endpoint: {}",
+                    truncate_path(&path)
+                )))
+            }
         }
         if !self.authorized(&req) {
             return Err(ApiError::new(
@@ -156,7 +170,9 @@ impl Admin {
         let body = read_body(req).await?;
         let p = self.store.pipeline().clone();
         match (&method, &segs[1..]) {
-            (&Method::GET, ["environments"]) => Ok(json_response(StatusCode::OK, &environments(&p))),
+            (&Method::GET, ["environments"]) => {
+                Ok(json_response(StatusCode::OK, &environments(&p)))
+            }
             (&Method::GET, ["agents"]) => {
                 let agents = self.store.agents().await?;
                 Ok(json_response(StatusCode::OK, &json!({ "agents": agents })))
@@ -165,7 +181,13 @@ impl Admin {
                 let b: CreateAgentBody = parse_json(&body)?;
                 let name = AgentName::parse("name", &b.name)?;
                 let applied = self
-                    .execute(Command::CreateAgent { name, description: b.description.unwrap_or_default() }, &actor)
+                    .execute(
+                        Command::CreateAgent {
+                            name,
+                            description: b.description.unwrap_or_default(),
+                        },
+                        &actor,
+                    )
                     .await?;
                 Ok(outcome_response(StatusCode::CREATED, applied))
             }
@@ -195,12 +217,22 @@ impl Admin {
             }
             (&Method::GET, ["agents", a, "versions"]) => {
                 let versions = self.store.versions(agent(a)?).await?;
-                Ok(json_response(StatusCode::OK, &json!({ "versions": versions })))
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "versions": versions }),
+                ))
             }
             (&Method::POST, ["agents", a, "versions"]) => {
                 let spec: VersionSpec = parse_json(&body)?;
                 let applied = self
-                    .execute(Command::CreateVersion { agent: agent(a)?, spec, author: actor.clone() }, &actor)
+                    .execute(
+                        Command::CreateVersion {
+                            agent: agent(a)?,
+                            spec,
+                            author: actor.clone(),
+                        },
+                        &actor,
+                    )
                     .await?;
                 Ok(outcome_response(StatusCode::CREATED, applied))
             }
@@ -219,24 +251,41 @@ impl Admin {
                 ))
             }
             (&Method::POST, ["agents", a, "versions", v, op @ ("stop" | "start")]) => {
-                let state = if *op == "stop" { VersionState::Stopped } else { VersionState::Running };
+                let state = if *op == "stop" {
+                    VersionState::Stopped
+                } else {
+                    VersionState::Running
+                };
                 let applied = self
                     .execute(
-                        Command::SetVersionState { agent: agent(a)?, version: version_ref(v)?, state },
+                        Command::SetVersionState {
+                            agent: agent(a)?,
+                            version: version_ref(v)?,
+                            state,
+                        },
                         &actor,
                     )
                     .await?;
                 Ok(outcome_response(StatusCode::OK, applied))
             }
-            (&Method::POST, ["agents", a, "environments", e, op @ ("deploy" | "promote" | "rollback" | "undeploy")]) => {
+            (
+                &Method::POST,
+                ["agents", a, "environments", e, op @ ("deploy" | "promote" | "rollback" | "undeploy")],
+            ) => {
                 let req = move_request(op, agent(a)?, env(e)?, &body, actor.clone())?;
                 let applied = self.execute(Command::Move(req), &actor).await?;
                 Ok(outcome_response(StatusCode::OK, applied))
             }
             (&Method::GET, ["agents", a, "environments", e, "history"]) => {
                 let (limit, before) = history_query(&query)?;
-                let entries = self.store.history(agent(a)?, env(e)?, limit, before).await?;
-                Ok(json_response(StatusCode::OK, &json!({ "entries": entries })))
+                let entries = self
+                    .store
+                    .history(agent(a)?, env(e)?, limit, before)
+                    .await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "entries": entries }),
+                ))
             }
             (&Method::GET, ["agents", a, "environments", e, "tokens"]) => {
                 let tokens = self.store.tokens(agent(a)?, env(e)?).await?;
@@ -255,7 +304,11 @@ impl Admin {
                 };
                 let minted = mint().map_err(|e| {
                     tracing::error!(error.detail = %e, "no randomness from the OS");
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "cannot mint a token")
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "cannot mint a token",
+                    )
                 })?;
                 let applied = self
                     .execute(
@@ -271,20 +324,34 @@ impl Admin {
                     )
                     .await?;
                 let Outcome::Token(t) = applied.outcome else {
-                    return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected outcome"));
+                    return Err(ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "unexpected outcome",
+                    ));
                 };
                 let mut v = serde_json::to_value(&t).unwrap_or(Value::Null);
                 v["token"] = Value::String(minted.secret);
                 Ok(json_response(StatusCode::CREATED, &v))
             }
             (&Method::DELETE, ["tokens", id]) => {
-                self.execute(Command::RevokeToken { id: (*id).to_owned() }, &actor).await?;
+                self.execute(
+                    Command::RevokeToken {
+                        id: (*id).to_owned(),
+                    },
+                    &actor,
+                )
+                .await?;
                 let mut r = Response::new(Full::new(Bytes::new()));
                 *r.status_mut() = StatusCode::NO_CONTENT;
                 Ok(r)
             }
             _ => Err(if known_path(&segs[1..]) {
-                ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {}", truncate_path(&path)))
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{method} is not allowed on {}", truncate_path(&path)),
+                )
             } else {
                 ApiError::not_found(format!("no such endpoint: {}", truncate_path(&path)))
             }),
@@ -310,9 +377,15 @@ impl Admin {
                 revision = m.revision,
                 "pointer moved"
             ),
-            Outcome::Agent(a) => tracing::info!(actor, agent = %a.name, revision = applied.revision, "agent created"),
-            Outcome::Version(v) => tracing::info!(actor, agent = %v.agent, version = %v.label(), state = v.state.as_str(), revision = applied.revision, "version written"),
-            Outcome::Token(t) => tracing::info!(actor, token.id = %t.id, agent = %t.agent, environment = %t.environment, revoked = t.revoked_at.is_some(), revision = applied.revision, "token written"),
+            Outcome::Agent(a) => {
+                tracing::info!(actor, agent = %a.name, revision = applied.revision, "agent created")
+            }
+            Outcome::Version(v) => {
+                tracing::info!(actor, agent = %v.agent, version = %v.label(), state = v.state.as_str(), revision = applied.revision, "version written")
+            }
+            Outcome::Token(t) => {
+                tracing::info!(actor, token.id = %t.id, agent = %t.agent, environment = %t.environment, revoked = t.revoked_at.is_some(), revision = applied.revision, "token written")
+            }
         }
         Ok(applied)
     }
@@ -361,9 +434,7 @@ fn move_request(
     actor: String,
 ) -> Result<MoveRequest, ApiError> {
     let b: MoveBody = parse_json(body)?;
-    let unexpected = |field: &str| {
-        ApiError::bad_request(format!("{field}: not accepted by {op}"))
-    };
+    let unexpected = |field: &str| ApiError::bad_request(format!("{field}: not accepted by {op}"));
     let kind = match op {
         "deploy" => {
             if b.to.is_some() {
@@ -388,7 +459,11 @@ fn move_request(
                 return Err(unexpected("to_version"));
             }
             MoveKind::Promote {
-                to: b.to.as_deref().map(|t| EnvName::parse("to", t)).transpose()?,
+                to: b
+                    .to
+                    .as_deref()
+                    .map(|t| EnvName::parse("to", t))
+                    .transpose()?,
             }
         }
         "rollback" => {
@@ -480,7 +555,13 @@ fn known_path(segs: &[&str]) -> bool {
             | ["agents", _, "versions", _]
             | ["agents", _, "versions", _, "diff", _]
             | ["agents", _, "versions", _, "stop" | "start"]
-            | ["agents", _, "environments", _, "deploy" | "promote" | "rollback" | "undeploy" | "history" | "tokens"]
+            | [
+                "agents",
+                _,
+                "environments",
+                _,
+                "deploy" | "promote" | "rollback" | "undeploy" | "history" | "tokens"
+            ]
             | ["tokens", _]
     )
 }
@@ -556,10 +637,15 @@ fn history_query(q: &str) -> Result<(u32, Option<u64>), ApiError> {
                     .parse::<u32>()
                     .ok()
                     .filter(|n| (1..=HISTORY_MAX).contains(n))
-                    .ok_or_else(|| ApiError::bad_request(format!("limit: a number from 1 to {HISTORY_MAX}")))?
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("limit: a number from 1 to {HISTORY_MAX}"))
+                    })?
             }
             "before" => {
-                before = Some(v.parse::<u64>().map_err(|_| ApiError::bad_request("before: a revision number"))?)
+                before = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| ApiError::bad_request("before: a revision number"))?,
+                )
             }
             _ => {
                 return Err(ApiError::bad_request(format!(
@@ -608,12 +694,14 @@ mod tests {
     fn move_bodies_accept_only_their_fields() {
         let a = AgentName::parse("a", "bot").unwrap();
         let e = EnvName::parse("e", "staging").unwrap();
-        let body = Bytes::from_static(br#"{"version": "v2", "confirm": true, "expected_revision": 4}"#);
+        let body =
+            Bytes::from_static(br#"{"version": "v2", "confirm": true, "expected_revision": 4}"#);
         let r = move_request("deploy", a.clone(), e.clone(), &body, "me".into()).unwrap();
         assert!(r.confirm);
         assert_eq!(r.expected_revision, Some(4));
         assert!(move_request("promote", a.clone(), e.clone(), &body, "me".into()).is_err());
-        let missing = move_request("deploy", a.clone(), e.clone(), &Bytes::new(), "me".into()).unwrap_err();
+        let missing =
+            move_request("deploy", a.clone(), e.clone(), &Bytes::new(), "me".into()).unwrap_err();
         assert!(missing.message.contains("version"));
         let bad = Bytes::from_static(br#"{"to": "Prod"}"#);
         let e2 = move_request("promote", a, e, &bad, "me".into()).unwrap_err();

@@ -94,7 +94,12 @@ mod tests {
         let paths: Vec<_> = out.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["/config/a~1b", "/config/model", "/config/new", "/config/tools/1"]
+            [
+                "/config/a~1b",
+                "/config/model",
+                "/config/new",
+                "/config/tools/1"
+            ]
         );
         assert_eq!(out[1].from, json!("m1"));
         assert_eq!(out[1].to, json!("m2"));

@@ -76,9 +76,15 @@ pub(crate) fn ser_opt_time<S: serde::Serializer>(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("{field}: {message}")]
-    InvalidVersion { field: &'static str, message: String },
+    InvalidVersion {
+        field: &'static str,
+        message: String,
+    },
     #[error("agent {0} not found")]
     AgentNotFound(String),
     #[error("agent {0} already exists")]
@@ -90,7 +96,10 @@ pub enum DomainError {
     #[error("version {version} of agent {agent} is stopped; start it before moving it")]
     VersionStopped { agent: String, version: String },
     #[error("{version} is already live in {environment}")]
-    AlreadyLive { environment: String, version: String },
+    AlreadyLive {
+        environment: String,
+        version: String,
+    },
     #[error("{0} has no version deployed")]
     NotDeployed(String),
     #[error("{0} is the last stage of the pipeline; name a target with \"to\"")]

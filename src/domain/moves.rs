@@ -7,8 +7,8 @@
 //! are O(1) reads of the store, however long the history grows.
 
 use super::names::version_label;
-use super::{ser_opt_time, ser_time, AgentName, DomainError, EnvName, EnvSpec, Millis, Result};
 use super::VersionRef;
+use super::{ser_opt_time, ser_time, AgentName, DomainError, EnvName, EnvSpec, Millis, Result};
 use serde::{Serialize, Serializer};
 
 /// What a move did.
@@ -127,7 +127,10 @@ pub struct Move {
     #[serde(serialize_with = "ser_time")]
     pub at: Millis,
     /// When the environment's previous version went live (None if it was empty).
-    #[serde(serialize_with = "ser_opt_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "ser_opt_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub previous_since: Option<Millis>,
 }
 

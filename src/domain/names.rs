@@ -9,8 +9,7 @@ fn valid_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
@@ -121,7 +120,10 @@ mod tests {
         }
         for bad in ["", "-a", "A", "a_b", "a b", "é", &"x".repeat(64), "a/b"] {
             let e = AgentName::parse("name", bad).unwrap_err();
-            assert!(matches!(e, DomainError::Invalid { field: "name", .. }), "{bad}");
+            assert!(
+                matches!(e, DomainError::Invalid { field: "name", .. }),
+                "{bad}"
+            );
         }
     }
 

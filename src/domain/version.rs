@@ -95,7 +95,9 @@ pub fn validate_upstream(raw: &str) -> Result<String> {
         return Err(bad("no host"));
     }
     if uri.query().is_some() || !matches!(uri.path(), "" | "/") {
-        return Err(bad("a path or query is not allowed; requests keep their own"));
+        return Err(bad(
+            "a path or query is not allowed; requests keep their own",
+        ));
     }
     let port = auth.port_u16().unwrap_or(80);
     if port == 0 {
@@ -235,7 +237,13 @@ mod tests {
         ] {
             let e = validate_upstream(bad).unwrap_err();
             assert!(
-                matches!(e, DomainError::InvalidVersion { field: "upstreams", .. }),
+                matches!(
+                    e,
+                    DomainError::InvalidVersion {
+                        field: "upstreams",
+                        ..
+                    }
+                ),
                 "{bad}"
             );
         }
@@ -251,7 +259,10 @@ mod tests {
         s.config = Some(json!([1]));
         assert!(matches!(
             s.build(agent(), 1, "a".into(), 0),
-            Err(DomainError::Invalid { field: "config", .. })
+            Err(DomainError::Invalid {
+                field: "config",
+                ..
+            })
         ));
     }
 }

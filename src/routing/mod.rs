@@ -100,7 +100,8 @@ pub struct Slot {
 
 impl Slot {
     fn new(agent: AgentName, environment: EnvName) -> Self {
-        let hv = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"));
+        let hv =
+            |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"));
         Self {
             agent_header: hv(agent.as_str()),
             environment_header: hv(environment.as_str()),
@@ -113,9 +114,11 @@ impl Slot {
         }
     }
 
-    /// The live route: one atomic load, no lock.
-    pub fn route(&self) -> arc_swap::Guard<Arc<Route>> {
-        self.route.load()
+    /// The live route: one atomic load and a reference-count increment, no lock. The
+    /// caller keeps its `Arc` for the whole request, so a move never changes the
+    /// version a request in flight is served by.
+    pub fn route(&self) -> Arc<Route> {
+        self.route.load_full()
     }
 
     /// Installs `route` unless the slot already holds a newer one. Returns whether
@@ -271,7 +274,10 @@ mod tests {
 
     fn version(agent: &AgentName, n: u32, port: u16) -> Version {
         VersionSpec {
-            upstreams: vec![format!("http://127.0.0.1:{port}"), format!("http://127.0.0.2:{port}")],
+            upstreams: vec![
+                format!("http://127.0.0.1:{port}"),
+                format!("http://127.0.0.2:{port}"),
+            ],
             ..Default::default()
         }
         .build(agent.clone(), n, "t".into(), 0)
@@ -314,7 +320,10 @@ mod tests {
         assert_eq!(target.label, "v1");
         assert_eq!(target.endpoints[0].addr.as_ref(), "127.0.0.1:9000");
         assert_eq!(t.revision(), 2);
-        assert_eq!(t.authenticate(&hash_token(b"nope")).unwrap_err(), AuthError::Unknown);
+        assert_eq!(
+            t.authenticate(&hash_token(b"nope")).unwrap_err(),
+            AuthError::Unknown
+        );
     }
 
     #[test]

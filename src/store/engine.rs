@@ -8,8 +8,8 @@ use super::{Applied, Command, Outcome, Result, Snapshot, Tx};
 use crate::domain::moves::{check_guard, next_pointer, plan_rollback};
 use crate::domain::names::version_label;
 use crate::domain::{
-    Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveKind,
-    MoveRequest, Pipeline, Pointer, TokenRecord, UndoLink, Version, VersionRef, VersionState,
+    Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveKind, MoveRequest, Pipeline,
+    Pointer, TokenRecord, UndoLink, Version, VersionRef, VersionState,
 };
 
 /// Longest free-text field (reason, token name, actor) kept, in bytes.
@@ -104,7 +104,9 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
             let changes = tx
                 .pointers(Some(&agent))?
                 .into_iter()
-                .filter(|(_, env, ptr)| ptr.version == Some(v.number) && p.get(env.as_str()).is_ok())
+                .filter(|(_, env, ptr)| {
+                    ptr.version == Some(v.number) && p.get(env.as_str()).is_ok()
+                })
                 .map(|(agent, environment, _)| Change::Route {
                     agent,
                     environment,
@@ -221,7 +223,14 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
             let n = from
                 .version
                 .ok_or_else(|| DomainError::NotDeployed(source.name.to_string()))?;
-            let v = require_version(tx, &req.agent, &VersionRef { agent: None, number: n })?;
+            let v = require_version(
+                tx,
+                &req.agent,
+                &VersionRef {
+                    agent: None,
+                    number: n,
+                },
+            )?;
             Some(running(v)?.number)
         }
         MoveKind::Rollback { to_version } => {
@@ -248,7 +257,14 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
                     tx.undo_at(&agent, &env, rev)
                 }
             })?;
-            let v = require_version(tx, &req.agent, &VersionRef { agent: None, number: n })?;
+            let v = require_version(
+                tx,
+                &req.agent,
+                &VersionRef {
+                    agent: None,
+                    number: n,
+                },
+            )?;
             running(v)?;
             rollback_undo = Some(undo);
             Some(n)
@@ -344,4 +360,3 @@ pub fn deployment(tx: &mut dyn Tx, p: &Pipeline, agent: &AgentName) -> Result<De
         environments,
     })
 }
-

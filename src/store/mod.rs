@@ -14,8 +14,8 @@ pub mod engine;
 pub mod sqlite;
 
 use crate::domain::{
-    Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveRequest, Pipeline,
-    Pointer, TokenHash, TokenRecord, UndoLink, Version, VersionRef, VersionSpec, VersionState,
+    Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveRequest, Pipeline, Pointer,
+    TokenHash, TokenRecord, UndoLink, Version, VersionRef, VersionSpec, VersionState,
 };
 use std::sync::Arc;
 
@@ -105,13 +105,18 @@ pub trait Tx {
     fn version(&mut self, agent: &AgentName, number: u32) -> Result<Option<Version>>;
     fn versions(&mut self, agent: &AgentName) -> Result<Vec<Version>>;
     fn insert_version(&mut self, version: &Version) -> Result<()>;
-    fn set_version_state(&mut self, agent: &AgentName, number: u32, state: VersionState)
-        -> Result<()>;
+    fn set_version_state(
+        &mut self,
+        agent: &AgentName,
+        number: u32,
+        state: VersionState,
+    ) -> Result<()>;
 
     /// The pointer of (agent, environment); the default (empty) one if it never moved.
     fn pointer(&mut self, agent: &AgentName, env: &EnvName) -> Result<Pointer>;
     /// Every pointer that ever moved, of one agent or (None) of all agents.
-    fn pointers(&mut self, agent: Option<&AgentName>) -> Result<Vec<(AgentName, EnvName, Pointer)>>;
+    fn pointers(&mut self, agent: Option<&AgentName>)
+        -> Result<Vec<(AgentName, EnvName, Pointer)>>;
     /// The undo stack stored with the history row at `revision`.
     fn undo_at(&mut self, agent: &AgentName, env: &EnvName, revision: u64) -> Result<UndoLink>;
     /// Whether `number` has ever been the live version of (agent, environment).
@@ -234,8 +239,10 @@ impl Store {
     }
 
     pub async fn version(&self, agent: AgentName, version: VersionRef) -> Result<Version> {
-        self.blocking(false, move |tx, _| engine::require_version(tx, &agent, &version))
-            .await
+        self.blocking(false, move |tx, _| {
+            engine::require_version(tx, &agent, &version)
+        })
+        .await
     }
 
     pub async fn history(

@@ -117,9 +117,12 @@ impl SqliteBackend {
     }
 
     fn init(conn: Connection) -> Result<Self> {
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
@@ -171,7 +174,17 @@ fn to_u32(v: Option<i64>) -> Option<u32> {
 const VERSION_COLS: &str =
     "agent, number, upstreams, config, description, author, digest, state, created_at";
 
-type VersionRow = (String, i64, String, String, String, String, String, String, i64);
+type VersionRow = (
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+);
 
 fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
     Ok((
@@ -327,7 +340,9 @@ impl Tx for SqliteTx<'_> {
     fn revision(&mut self) -> Result<u64> {
         let v: i64 = self
             .tx
-            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+                r.get(0)
+            })
             .map_err(backend)?;
         Ok(v as u64)
     }
@@ -402,7 +417,10 @@ impl Tx for SqliteTx<'_> {
         let row = self
             .tx
             .prepare_cached(&sql)
-            .and_then(|mut s| s.query_row(params![agent.as_str(), number], version_row).optional())
+            .and_then(|mut s| {
+                s.query_row(params![agent.as_str(), number], version_row)
+                    .optional()
+            })
             .map_err(backend)?;
         row.map(version_from).transpose()
     }
@@ -413,7 +431,8 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn insert_version(&mut self, v: &Version) -> Result<()> {
-        let upstreams = serde_json::to_string(&v.upstreams).map_err(|e| Error::Backend(e.to_string()))?;
+        let upstreams =
+            serde_json::to_string(&v.upstreams).map_err(|e| Error::Backend(e.to_string()))?;
         let config = serde_json::to_string(&v.config).map_err(|e| Error::Backend(e.to_string()))?;
         self.tx
             .execute(
@@ -434,7 +453,12 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn set_version_state(&mut self, agent: &AgentName, number: u32, state: VersionState) -> Result<()> {
+    fn set_version_state(
+        &mut self,
+        agent: &AgentName,
+        number: u32,
+        state: VersionState,
+    ) -> Result<()> {
         self.tx
             .execute(
                 "UPDATE versions SET state = ?3 WHERE agent = ?1 AND number = ?2",
@@ -459,10 +483,14 @@ impl Tx for SqliteTx<'_> {
         Ok(p.unwrap_or_default())
     }
 
-    fn pointers(&mut self, agent: Option<&AgentName>) -> Result<Vec<(AgentName, EnvName, Pointer)>> {
+    fn pointers(
+        &mut self,
+        agent: Option<&AgentName>,
+    ) -> Result<Vec<(AgentName, EnvName, Pointer)>> {
         let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, pointer_from(r, 2)?));
         let convert = |(a, e, p): (String, String, Pointer)| Ok((agent_name(a)?, env_name(e)?, p));
-        const COLS: &str = "agent, environment, version, since, revision, undo_depth, undo_top, undo_next";
+        const COLS: &str =
+            "agent, environment, version, since, revision, undo_depth, undo_top, undo_next";
         match agent {
             Some(a) => self.collect(
                 &format!("SELECT {COLS} FROM pointers WHERE agent = ?1"),
@@ -482,13 +510,16 @@ impl Tx for SqliteTx<'_> {
                  WHERE revision = ?1 AND agent = ?2 AND environment = ?3",
             )
             .and_then(|mut s| {
-                s.query_row(params![revision as i64, agent.as_str(), env.as_str()], |r| {
-                    Ok(UndoLink {
-                        depth: r.get::<_, i64>(0)? as u32,
-                        top: r.get::<_, i64>(1)? as u32,
-                        next: r.get::<_, i64>(2)? as u64,
-                    })
-                })
+                s.query_row(
+                    params![revision as i64, agent.as_str(), env.as_str()],
+                    |r| {
+                        Ok(UndoLink {
+                            depth: r.get::<_, i64>(0)? as u32,
+                            top: r.get::<_, i64>(1)? as u32,
+                            next: r.get::<_, i64>(2)? as u64,
+                        })
+                    },
+                )
                 .optional()
             })
             .map_err(backend)?;
@@ -501,7 +532,9 @@ impl Tx for SqliteTx<'_> {
                 "SELECT EXISTS (SELECT 1 FROM history
                  WHERE agent = ?1 AND environment = ?2 AND version = ?3)",
             )
-            .and_then(|mut s| s.query_row(params![agent.as_str(), env.as_str(), number], |r| r.get(0)))
+            .and_then(|mut s| {
+                s.query_row(params![agent.as_str(), env.as_str(), number], |r| r.get(0))
+            })
             .map_err(backend)
     }
 
@@ -563,7 +596,9 @@ impl Tx for SqliteTx<'_> {
             "SELECT {MOVE_COLS} FROM history WHERE agent = ?1 AND environment = ?2 AND revision < ?3
              ORDER BY revision DESC LIMIT ?4"
         );
-        let before = before.map(|b| b.min(i64::MAX as u64) as i64).unwrap_or(i64::MAX);
+        let before = before
+            .map(|b| b.min(i64::MAX as u64) as i64)
+            .unwrap_or(i64::MAX);
         self.collect(
             &sql,
             params![agent.as_str(), env.as_str(), before, limit],
@@ -575,7 +610,9 @@ impl Tx for SqliteTx<'_> {
     fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
         self.tx
             .execute(
-                &format!("INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                &format!(
+                    "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ),
                 params![
                     t.id,
                     &t.hash[..],

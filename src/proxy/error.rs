@@ -1,0 +1,176 @@
+//! Every way a client request can fail at the gateway, and the one map from each to a
+//! status, a code and a fixed message (API.md's table). Details such as upstream
+//! addresses go to the log, never to the client.
+
+use crate::routing::AuthError;
+use http::StatusCode;
+
+/// A client-visible failure. Zero-sized data: the message is fixed per variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyError {
+    BadRequest,
+    MissingToken,
+    UnknownToken,
+    TokenRevoked,
+    TokenExpired,
+    WrongEnvironment,
+    BodyTooLarge,
+    HeadersTooLarge,
+    UpstreamUnavailable,
+    NotDeployed,
+    VersionStopped,
+    UpstreamTimeout,
+}
+
+impl ProxyError {
+    pub const ALL: [ProxyError; 12] = [
+        Self::BadRequest,
+        Self::MissingToken,
+        Self::UnknownToken,
+        Self::TokenRevoked,
+        Self::TokenExpired,
+        Self::WrongEnvironment,
+        Self::BodyTooLarge,
+        Self::HeadersTooLarge,
+        Self::UpstreamUnavailable,
+        Self::NotDeployed,
+        Self::VersionStopped,
+        Self::UpstreamTimeout,
+    ];
+
+    /// Status, code and message. No `_` arm: a new variant must be placed here.
+    pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::BadRequest => (StatusCode::BAD_REQUEST, "bad_request", "malformed request"),
+            Self::MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "missing deployment token: send Authorization: Bearer <token>",
+            ),
+            Self::UnknownToken => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "unknown deployment token",
+            ),
+            Self::TokenRevoked => (
+                StatusCode::FORBIDDEN,
+                "token_revoked",
+                "this deployment token has been revoked",
+            ),
+            Self::TokenExpired => (
+                StatusCode::FORBIDDEN,
+                "token_expired",
+                "this deployment token has expired",
+            ),
+            Self::WrongEnvironment => (
+                StatusCode::FORBIDDEN,
+                "wrong_environment",
+                "the token is not valid for the environment named in x-switchyard-environment",
+            ),
+            Self::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is larger than the gateway accepts",
+            ),
+            Self::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "the request headers are larger than the gateway accepts",
+            ),
+            Self::UpstreamUnavailable => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "the agent's upstream could not be reached or failed",
+            ),
+            Self::NotDeployed => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_deployed",
+                "no version of this agent is deployed in this environment",
+            ),
+            Self::VersionStopped => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "version_stopped",
+                "the version deployed in this environment is stopped",
+            ),
+            Self::UpstreamTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the agent's upstream did not answer in time",
+            ),
+        }
+    }
+
+    /// The label used for auth-failure metrics, when this is an auth failure.
+    pub fn auth_reason(self) -> Option<&'static str> {
+        match self {
+            Self::MissingToken => Some("missing"),
+            Self::UnknownToken => Some("unknown"),
+            Self::TokenRevoked => Some("revoked"),
+            Self::TokenExpired => Some("expired"),
+            Self::WrongEnvironment => Some("wrong_environment"),
+            Self::BadRequest
+            | Self::BodyTooLarge
+            | Self::HeadersTooLarge
+            | Self::UpstreamUnavailable
+            | Self::NotDeployed
+            | Self::VersionStopped
+            | Self::UpstreamTimeout => None,
+        }
+    }
+}
+
+impl From<AuthError> for ProxyError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unknown => Self::UnknownToken,
+            AuthError::Revoked => Self::TokenRevoked,
+            AuthError::Expired => Self::TokenExpired,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_table_of_api_md() {
+        let expected = [
+            (400, "bad_request"),
+            (401, "unauthenticated"),
+            (401, "unauthenticated"),
+            (403, "token_revoked"),
+            (403, "token_expired"),
+            (403, "wrong_environment"),
+            (413, "body_too_large"),
+            (431, "headers_too_large"),
+            (502, "upstream_unavailable"),
+            (503, "not_deployed"),
+            (503, "version_stopped"),
+            (504, "upstream_timeout"),
+        ];
+        for (e, (status, code)) in ProxyError::ALL.iter().zip(expected) {
+            let (s, c, m) = e.parts();
+            assert_eq!((s.as_u16(), c), (status, code), "{e:?}");
+            assert!(!m.is_empty());
+        }
+    }
+
+    #[test]
+    fn auth_reasons() {
+        let reasons: Vec<_> = ProxyError::ALL
+            .iter()
+            .filter_map(|e| e.auth_reason())
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "missing",
+                "unknown",
+                "revoked",
+                "expired",
+                "wrong_environment"
+            ]
+        );
+    }
+}

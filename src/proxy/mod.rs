@@ -1,0 +1,410 @@
+//! The data plane: authenticate the deployment token, resolve the environment's live
+//! version, forward to one of its upstreams, stream the answer back.
+//!
+//! Per request: one SHA-256 of the token, one `DashMap` read (token → slot), one
+//! `ArcSwap` load (slot → route), a round-robin pick, header edits in place, and the
+//! upstream call through hyper-util's pooled client. No lock is held across an
+//! `.await`; nothing grows with the number of agents, versions or tokens.
+//!
+//! Knows nothing of SQL or of the admin API; reads only the routing table.
+
+pub mod body;
+pub mod error;
+pub mod headers;
+
+use crate::config::Limits;
+use crate::domain::token::hash_token;
+use crate::envelope::{error_json, new_request_id, sane_request_id};
+use crate::routing::{Endpoint, RoutingTable, Target};
+use body::{ForwardBody, Limit};
+use bytes::Bytes;
+use error::ProxyError;
+use headers::*;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the client receives: the upstream's body streamed, or a gateway answer.
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// Facts about one client connection, computed once when it is accepted.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The peer's IP address, as the `x-forwarded-for` value.
+    pub forwarded_for: HeaderValue,
+    /// `http` or `https`.
+    pub proto: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: std::net::SocketAddr, tls: bool) -> Self {
+        Self {
+            forwarded_for: HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+        }
+    }
+}
+
+pub struct Proxy {
+    table: Arc<RoutingTable>,
+    client: Client<HttpConnector, ForwardBody>,
+    limits: Limits,
+    access_log: bool,
+}
+
+impl Proxy {
+    pub fn new(table: Arc<RoutingTable>, limits: Limits, access_log: bool) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(limits.upstream_connect_timeout()));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(limits.upstream_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Self {
+            table,
+            client,
+            limits,
+            access_log,
+        }
+    }
+
+    /// Serves one client request; never fails (errors become envelopes).
+    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let request_id = match req.headers().get(X_REQUEST_ID) {
+            Some(v) if sane_request_id(v) => v.clone(),
+            _ => new_request_id(),
+        };
+        let method = self.access_log.then(|| req.method().clone());
+        let resp = match self.forward(conn, req, &request_id).await {
+            Ok(r) => r,
+            Err((e, target)) => error_response(e, &request_id, target.as_ref()),
+        };
+        if let Some(method) = method {
+            let version = resp.headers().get(X_SWITCHYARD_VERSION);
+            tracing::info!(
+                target: "switchyard::access",
+                request_id = request_id.to_str().unwrap_or("-"),
+                method = %method,
+                status = resp.status().as_u16(),
+                version = version.and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                duration_us = started.elapsed().as_micros() as u64,
+                "request"
+            );
+        }
+        resp
+    }
+
+    async fn forward(
+        &self,
+        conn: &ConnInfo,
+        mut req: Request<Incoming>,
+        request_id: &HeaderValue,
+    ) -> Result<Response<ResponseBody>, (ProxyError, Option<HeaderValue>)> {
+        if head_size(req.uri(), req.headers()) > self.limits.max_header_bytes {
+            return Err((ProxyError::HeadersTooLarge, None));
+        }
+        let hash = match req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| bearer(v.as_bytes()))
+        {
+            Some(token) => hash_token(token),
+            None => return Err((ProxyError::MissingToken, None)),
+        };
+        let slot = self
+            .table
+            .authenticate(&hash)
+            .map_err(|e| (e.into(), None))?;
+        if let Some(want) = req.headers().get(&X_SWITCHYARD_ENVIRONMENT) {
+            if want != slot.environment_header {
+                return Err((ProxyError::WrongEnvironment, None));
+            }
+        }
+        let route = slot.route();
+        let target = route
+            .target
+            .as_ref()
+            .ok_or((ProxyError::NotDeployed, None))?;
+        if target.stopped {
+            return Err((ProxyError::VersionStopped, Some(target.label.clone())));
+        }
+        let fail = |e: ProxyError| (e, Some(target.label.clone()));
+        if content_length(req.headers()).is_some_and(|n| n > self.limits.max_body_bytes) {
+            return Err(fail(ProxyError::BodyTooLarge));
+        }
+
+        let websocket = req.version() == Version::HTTP_11 && is_websocket_upgrade(req.headers());
+        let forwarded_host = match req.headers().get(HOST) {
+            Some(h) => Some(h.clone()),
+            None => req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let h = req.headers_mut();
+        strip_hop_by_hop(h, websocket);
+        h.remove(AUTHORIZATION);
+        h.remove(HOST);
+        h.insert(X_FORWARDED_FOR, conn.forwarded_for.clone());
+        h.insert(X_FORWARDED_PROTO, conn.proto.clone());
+        match forwarded_host {
+            Some(v) => h.insert(X_FORWARDED_HOST, v),
+            None => h.remove(X_FORWARDED_HOST),
+        };
+        h.insert(X_REQUEST_ID, request_id.clone());
+        h.insert(X_SWITCHYARD_AGENT, slot.agent_header.clone());
+        h.insert(X_SWITCHYARD_ENVIRONMENT, slot.environment_header.clone());
+        h.insert(X_SWITCHYARD_VERSION, target.label.clone());
+
+        let upstream = if websocket {
+            self.websocket(req, target).await
+        } else {
+            self.send(req, target).await
+        }
+        .map_err(fail)?;
+
+        let (mut parts, body) = upstream.into_parts();
+        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        strip_hop_by_hop(&mut parts.headers, websocket && switching);
+        parts
+            .headers
+            .insert(X_SWITCHYARD_VERSION, target.label.clone());
+        parts.headers.insert(X_REQUEST_ID, request_id.clone());
+        Ok(Response::from_parts(parts, Either::Left(body)))
+    }
+
+    /// Sends the request to the version's upstreams: round robin, moving on to the
+    /// next when one refuses the connection, within one response-head deadline.
+    async fn send(
+        &self,
+        req: Request<Incoming>,
+        target: &Target,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let deadline = Instant::now() + self.limits.upstream_response_timeout();
+        let (mut parts, body) = req.into_parts();
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.version = Version::HTTP_11;
+        let body: Limit = Limited::new(body, clamp_usize(self.limits.max_body_bytes));
+        let n = target.endpoints.len();
+        let first = target.first_endpoint();
+
+        if n == 1 {
+            parts.uri = upstream_uri(&target.endpoints[0], pq)?;
+            let req = Request::from_parts(parts, ForwardBody::Direct(body));
+            return self
+                .call(req, deadline, &target.endpoints[0])
+                .await
+                .map_err(|(e, _)| e);
+        }
+
+        let shared = Arc::new(Mutex::new(Some(body)));
+        let mut last = ProxyError::UpstreamUnavailable;
+        for i in 0..n {
+            let ep = &target.endpoints[(first + i) % n];
+            let mut b = Request::builder()
+                .method(parts.method.clone())
+                .uri(upstream_uri(ep, pq.clone())?)
+                .version(Version::HTTP_11);
+            if let Some(h) = b.headers_mut() {
+                h.clone_from(&parts.headers);
+            }
+            let req = b
+                .body(ForwardBody::Reclaimable(Arc::clone(&shared)))
+                .map_err(|_| ProxyError::BadRequest)?;
+            match self.call(req, deadline, ep).await {
+                Ok(r) => return Ok(r),
+                Err((e, true)) if ForwardBody::untouched(&shared) => last = e,
+                Err((e, _)) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// One upstream call. The flag says whether the connection itself failed (so the
+    /// request never reached the upstream and another one may be tried).
+    async fn call(
+        &self,
+        req: Request<ForwardBody>,
+        deadline: Instant,
+        ep: &Endpoint,
+    ) -> Result<Response<Incoming>, (ProxyError, bool)> {
+        match tokio::time::timeout_at(deadline.into(), self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => {
+                let connect = e.is_connect();
+                let kind = classify_upstream_error(&e);
+                tracing::warn!(
+                    upstream.addr = %ep.addr,
+                    error.kind = if connect { "connect" } else { "request" },
+                    error.detail = %error_chain(&e),
+                    "upstream call failed"
+                );
+                Err((kind, connect))
+            }
+            Err(_) => {
+                tracing::warn!(upstream.addr = %ep.addr, error.kind = "timeout", "upstream did not answer in time");
+                Err((ProxyError::UpstreamTimeout, false))
+            }
+        }
+    }
+
+    /// A WebSocket handshake: a dedicated upstream connection with upgrades; after a
+    /// 101 both upgraded connections are joined and bytes copied both ways.
+    async fn websocket(
+        &self,
+        mut req: Request<Incoming>,
+        target: &Target,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        let ep = &target.endpoints[target.first_endpoint()];
+        let connect = tokio::net::TcpStream::connect(ep.addr.as_ref());
+        let stream = match tokio::time::timeout(self.limits.upstream_connect_timeout(), connect)
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(upstream.addr = %ep.addr, error.detail = %e, "websocket upstream refused");
+                return Err(ProxyError::UpstreamUnavailable);
+            }
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| ProxyError::UpstreamUnavailable)?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+        if let Ok(host) = HeaderValue::from_str(ep.authority.as_str()) {
+            req.headers_mut().insert(HOST, host);
+        }
+        let send = sender.send_request(req);
+        let mut resp =
+            match tokio::time::timeout(self.limits.upstream_response_timeout(), send).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => return Err(ProxyError::UpstreamUnavailable),
+                Err(_) => return Err(ProxyError::UpstreamTimeout),
+            };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                let (Ok(up), Ok(down)) = tokio::join!(upstream_upgrade, client_upgrade) else {
+                    return;
+                };
+                let _ =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(up), &mut TokioIo::new(down))
+                        .await;
+            });
+        }
+        Ok(resp)
+    }
+}
+
+fn clamp_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+fn upstream_uri(ep: &Endpoint, pq: PathAndQuery) -> Result<Uri, ProxyError> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(ep.scheme.clone());
+    parts.authority = Some(ep.authority.clone());
+    parts.path_and_query = Some(pq);
+    Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest)
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
+fn bearer(v: &[u8]) -> Option<&[u8]> {
+    if v.len() <= 7 || !v[..7].eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let t = v[7..].trim_ascii();
+    (!t.is_empty()).then_some(t)
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Maps an upstream failure to what the client is told.
+fn classify_upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return ProxyError::BodyTooLarge;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return ProxyError::UpstreamTimeout;
+            }
+        }
+        cur = c.source();
+    }
+    ProxyError::UpstreamUnavailable
+}
+
+/// The envelope for a gateway-made answer.
+pub fn error_response(
+    e: ProxyError,
+    request_id: &HeaderValue,
+    version: Option<&HeaderValue>,
+) -> Response<ResponseBody> {
+    let (status, code, message) = e.parts();
+    let body = error_json(code, message, request_id.to_str().unwrap_or("-"));
+    let mut r = Response::new(Either::Right(Full::new(body)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(X_REQUEST_ID, request_id.clone());
+    if let Some(v) = version {
+        h.insert(X_SWITCHYARD_VERSION, v.clone());
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"abc"), None);
+    }
+}
