@@ -613,11 +613,20 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     } else {
         body
     };
+    if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: expected a JSON object",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." || path.is_empty() {
+        let syntax = matches!(
+            inner.classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        );
+        if syntax || matches!(path.as_str(), "." | "?" | "") {
             ApiError::bad_request(format!("invalid JSON body: {inner}"))
         } else {
             ApiError::bad_request(format!("{path}: {inner}"))

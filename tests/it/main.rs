@@ -1,1 +1,5 @@
+//! End-to-end tests: real gateways and real upstreams on 127.0.0.1:0, over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
+mod support;

@@ -1,0 +1,338 @@
+//! Fixtures: a real gateway on 127.0.0.1:0 with a SQLite file in a temporary
+//! directory, real upstream servers, and small HTTP helpers.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard::config::Config;
+use switchyard::server::{run, Gateway, Listeners};
+use switchyard::store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub struct TestGateway {
+    pub client: SocketAddr,
+    pub admin: SocketAddr,
+    pub tls: Option<SocketAddr>,
+    pub store_path: std::path::PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+pub struct GatewayBuilder {
+    pub config: Config,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl GatewayBuilder {
+    pub fn limits(mut self, f: impl FnOnce(&mut switchyard::config::Limits)) -> Self {
+        f(&mut self.config.limits);
+        self
+    }
+
+    pub fn tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// Reuses the directory (and so the SQLite file) of an earlier gateway.
+    pub fn dir(mut self, dir: Arc<tempfile::TempDir>) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    pub async fn start(self) -> TestGateway {
+        let dir = self
+            .dir
+            .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("temp dir")));
+        let store_path = dir.path().join("switchyard.db");
+        let mut config = self.config;
+        config.store = format!("sqlite://{}", store_path.display());
+        config.log.access_log = false;
+        let config = config.validate().expect("valid test config");
+        let pipeline = Arc::new(config.pipeline().expect("pipeline"));
+        let store = Store::open(&config.store, pipeline).expect("store opens");
+        let client = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client_addr = client.local_addr().expect("addr");
+        let admin_addr = admin.local_addr().expect("addr");
+        let (tls, tls_addr) = match self.tls {
+            Some(acceptor) => {
+                let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let a = l.local_addr().expect("addr");
+                (Some((l, acceptor)), Some(a))
+            }
+            None => (None, None),
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let gw = Gateway::new(config, store, ADMIN_TOKEN.into());
+        let handle = tokio::spawn(async move {
+            run(gw, Listeners { client, admin, tls }, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("gateway runs");
+        });
+        let g = TestGateway {
+            client: client_addr,
+            admin: admin_addr,
+            tls: tls_addr,
+            store_path,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            _dir: dir,
+        };
+        eventually("gateway ready", || async {
+            get(&format!("http://{}/readyz", g.admin), &[]).await.status == 200
+        })
+        .await;
+        g
+    }
+}
+
+impl TestGateway {
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder {
+            config: Config::default(),
+            tls: None,
+            dir: None,
+        }
+    }
+
+    pub async fn start() -> Self {
+        Self::builder().start().await
+    }
+
+    pub fn dir(&self) -> Arc<tempfile::TempDir> {
+        Arc::clone(&self._dir)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.client, path)
+    }
+
+    /// An admin call with the admin token; returns status and JSON body.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let r = send(
+            method,
+            &format!("http://{}{}", self.admin, path),
+            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+        )
+        .await;
+        (r.status, r.json())
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.admin(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get_admin(&self, path: &str) -> (StatusCode, Value) {
+        self.admin(Method::GET, path, None).await
+    }
+
+    /// Creates an agent with one version per upstream address, in order.
+    pub async fn agent_with_versions(&self, agent: &str, upstreams: &[SocketAddr]) {
+        let (s, b) = self.post("/v1/agents", json!({"name": agent})).await;
+        assert_eq!(s, 201, "{b}");
+        for (i, u) in upstreams.iter().enumerate() {
+            let (s, b) = self
+                .post(
+                    &format!("/v1/agents/{agent}/versions"),
+                    json!({"upstreams": [format!("http://{u}")], "config": {"n": i + 1}}),
+                )
+                .await;
+            assert_eq!(s, 201, "{b}");
+        }
+    }
+
+    pub async fn deploy(&self, agent: &str, env: &str, version: &str) -> Value {
+        let (s, b) = self
+            .post(
+                &format!("/v1/agents/{agent}/environments/{env}/deploy"),
+                json!({"version": version, "confirm": true}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
+    pub async fn token(&self, agent: &str, env: &str) -> (String, String) {
+        let (s, b) = self
+            .post(&format!("/v1/agents/{agent}/environments/{env}/tokens"), json!({}))
+            .await;
+        assert_eq!(s, 201, "{b}");
+        (
+            b["token"].as_str().expect("token").to_owned(),
+            b["id"].as_str().expect("id").to_owned(),
+        )
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), h).await;
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The envelope's code, asserting the envelope's shape on the way.
+    pub fn error_code(&self) -> String {
+        let v = self.json();
+        assert!(v["error"]["message"].is_string(), "no envelope: {}", self.text());
+        assert!(v["error"]["request_id"].is_string(), "no request id: {}", self.text());
+        assert_eq!(
+            self.header("x-request-id"),
+            v["error"]["request_id"].as_str(),
+            "request id header and body agree"
+        );
+        v["error"]["code"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: Bytes) -> Resp {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body)).expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("no answer within 20 s")
+        .expect("request sent");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
+    send(Method::GET, url, headers, Bytes::new()).await
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Waits for a fact that becomes true eventually: bounded retries, never a bare sleep.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what}: not true within 5 s");
+}
+
+/// What the echo upstream saw, returned as its JSON body.
+pub async fn echo_answer(
+    label: &'static str,
+    req: Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        let ms: u64 = ms.parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut headers = serde_json::Map::new();
+    for (k, v) in req.headers() {
+        headers.insert(k.as_str().to_owned(), json!(v.to_str().unwrap_or("")));
+    }
+    let method = req.method().to_string();
+    let query = req.uri().query().map(str::to_owned);
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let answer = json!({
+        "version": label,
+        "method": method,
+        "path": path,
+        "query": query,
+        "headers": headers,
+        "body_len": body.len(),
+    });
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(answer.to_string())));
+    let h = resp.headers_mut();
+    h.insert("content-type", "application/json".parse().expect("hv"));
+    // hop-by-hop fields that must not reach the client
+    h.insert("connection", "x-upstream-hop".parse().expect("hv"));
+    h.insert("x-upstream-hop", "secret".parse().expect("hv"));
+    h.insert("keep-alive", "timeout=5".parse().expect("hv"));
+    h.insert("x-upstream-kept", "yes".parse().expect("hv"));
+    Ok(resp)
+}
+
+/// A real upstream on 127.0.0.1:0 that echoes what it received, labelled `label`.
+pub async fn echo_upstream(label: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| echo_answer(label, req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback address where nothing listens (bound, then closed).
+pub async fn dead_address() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a = l.local_addr().expect("addr");
+    drop(l);
+    a
+}
