@@ -116,11 +116,13 @@ impl Proxy {
         if head_size(req.uri(), req.headers()) > self.limits.max_header_bytes {
             return Err((ProxyError::HeadersTooLarge, None));
         }
-        let hash = match req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| bearer(v.as_bytes()))
-        {
+        let mut auth = req.headers().get_all(AUTHORIZATION).iter();
+        let (first, second) = (auth.next(), auth.next());
+        if second.is_some() {
+            // two credentials: which one would the upstream believe?
+            return Err((ProxyError::BadRequest, None));
+        }
+        let hash = match first.and_then(|v| bearer(v.as_bytes())) {
             Some(token) => hash_token(token),
             None => return Err((ProxyError::MissingToken, None)),
         };

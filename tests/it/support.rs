@@ -125,7 +125,12 @@ impl TestGateway {
     }
 
     /// An admin call with the admin token; returns status and JSON body.
-    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let r = send(
             method,
             &format!("http://{}{}", self.admin, path),
@@ -172,7 +177,10 @@ impl TestGateway {
 
     pub async fn token(&self, agent: &str, env: &str) -> (String, String) {
         let (s, b) = self
-            .post(&format!("/v1/agents/{agent}/environments/{env}/tokens"), json!({}))
+            .post(
+                &format!("/v1/agents/{agent}/environments/{env}/tokens"),
+                json!({}),
+            )
             .await;
         assert_eq!(s, 201, "{b}");
         (
@@ -221,8 +229,16 @@ impl Resp {
     /// The envelope's code, asserting the envelope's shape on the way.
     pub fn error_code(&self) -> String {
         let v = self.json();
-        assert!(v["error"]["message"].is_string(), "no envelope: {}", self.text());
-        assert!(v["error"]["request_id"].is_string(), "no request id: {}", self.text());
+        assert!(
+            v["error"]["message"].is_string(),
+            "no envelope: {}",
+            self.text()
+        );
+        assert!(
+            v["error"]["request_id"].is_string(),
+            "no request id: {}",
+            self.text()
+        );
         assert_eq!(
             self.header("x-request-id"),
             v["error"]["request_id"].as_str(),
@@ -291,7 +307,12 @@ pub async fn echo_answer(
     }
     let method = req.method().to_string();
     let query = req.uri().query().map(str::to_owned);
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let answer = json!({
         "version": label,
         "method": method,
@@ -335,4 +356,147 @@ pub async fn dead_address() -> SocketAddr {
     let a = l.local_addr().expect("addr");
     drop(l);
     a
+}
+
+/// The real `switchyard` binary, started with `serve` on loopback ports it picks
+/// itself (read back from its JSON log), a SQLite file in `dir`, and the test admin
+/// token.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub client: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    pub async fn start(dir: &std::path::Path, extra_config: &str) -> Binary {
+        use std::io::BufRead;
+        let cfg = dir.join("test.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstore = \"sqlite://{}\"\n{extra_config}\n[log]\nformat = \"json\"\nlevel = \"info\"\n",
+                dir.join("switchyard.db").display()
+            ),
+        )
+        .expect("write config");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["message"] == "switchyard starting" {
+                        let _ = tx.send((
+                            v["listen"].as_str().unwrap_or("").to_owned(),
+                            v["admin"].as_str().unwrap_or("").to_owned(),
+                        ));
+                    }
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let (client, admin) =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+                .await
+                .expect("join")
+                .expect("the binary logs its addresses");
+        let b = Binary {
+            child,
+            client: client.parse().expect("client addr"),
+            admin: admin.parse().expect("admin addr"),
+            log,
+        };
+        eventually("binary ready", || async {
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                get(&format!("http://{}/readyz", b.admin), &[]),
+            )
+            .await
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
+        })
+        .await;
+        b
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// Sends a signal by name (TERM, KILL) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit, at most `secs`; returns its exit code.
+    pub async fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        for _ in 0..secs * 20 {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the binary did not exit within {secs} s");
+    }
+
+    pub async fn admin_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Option<(StatusCode, Value)> {
+        admin_call(self.admin, method, path, body).await
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An admin call that may fail to connect (the gateway may be gone): None then.
+pub async fn admin_call(
+    admin: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Option<(StatusCode, Value)> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{admin}{path}"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Full::new(
+            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+        ))
+        .ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
