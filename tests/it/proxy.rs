@@ -585,3 +585,63 @@ async fn swap_under_load() {
     assert!(total > FLIPS, "the clients kept sending: {total}");
     assert!(strict > 0, "some requests ran entirely between two flips");
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_upstream_request() {
+    let g = TestGateway::start().await;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<bool>();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let _ = s.read(&mut buf).await.unwrap();
+        // never answer; report whether the gateway closed the connection
+        let closed = matches!(
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        );
+        let _ = tx.send(closed);
+    });
+    g.agent_with_versions("bot", &[up]).await;
+    g.deploy("bot", "staging", "v1").await;
+    let (token, _) = g.token("bot", "staging").await;
+    let mut c = TcpStream::connect(g.client).await.unwrap();
+    let req = format!("GET /hang HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    assert!(
+        rx.await.unwrap(),
+        "the upstream connection was closed when the client left"
+    );
+}
+
+#[tokio::test]
+async fn connection_limit_holds_new_connections_back() {
+    let (g, token, _) = setup_with(TestGateway::builder().limits(|l| l.max_connections = 2)).await;
+    let req = format!("GET / HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n");
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(g.client).await.unwrap();
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        open.push(c); // kept alive: holds a connection slot
+    }
+    let mut third = TcpStream::connect(g.client).await.unwrap();
+    third.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let early = tokio::time::timeout(Duration::from_millis(400), third.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "a third connection is not served while two are open"
+    );
+    drop(open.pop());
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
