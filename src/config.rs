@@ -40,6 +40,7 @@ pub struct Config {
     pub environments: Vec<EnvironmentConfig>,
     pub limits: Limits,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
     pub demo: DemoConfig,
 }
 
@@ -61,6 +62,7 @@ impl Default for Config {
                 .collect(),
             limits: Limits::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
             demo: DemoConfig::default(),
         }
     }
@@ -161,6 +163,19 @@ impl Default for LogConfig {
             level: "info".into(),
             access_log: true,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Record request metrics (the state series on /metrics are always there).
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 

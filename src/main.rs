@@ -124,9 +124,12 @@ enum Cmd {
         #[command(flatten)]
         c: ClientOpts,
     },
-    /// Which version is live in each environment, since when.
+    /// Which version is live in each environment, since when, and its traffic.
     Status {
         agent: Option<String>,
+        /// Seconds between the two samples the request and error rates come from.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
         #[command(flatten)]
         c: ClientOpts,
     },
@@ -783,7 +786,9 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
             };
             do_move(api, c, m, body).await?;
         }
-        Cmd::Status { agent, .. } => {
+        Cmd::Status {
+            agent, interval, ..
+        } => {
             let agents: Vec<String> = match agent {
                 Some(a) => vec![a],
                 None => api.call(Method::GET, "/v1/agents", None).await?["agents"]
@@ -793,15 +798,30 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
                     .filter_map(|a| a["name"].as_str().map(str::to_owned))
                     .collect(),
             };
-            let mut snapshots = Vec::new();
-            for a in &agents {
-                snapshots.push(
-                    api.call(Method::GET, &format!("/v1/agents/{a}"), None)
-                        .await?,
-                );
-            }
+            let sample = |agents: Vec<String>| async move {
+                let mut out = Vec::new();
+                for a in &agents {
+                    out.push(
+                        api.call(Method::GET, &format!("/v1/agents/{a}"), None)
+                            .await?,
+                    );
+                }
+                Ok::<_, anyhow::Error>(out)
+            };
+            let first = sample(agents.clone()).await?;
+            let interval = interval.clamp(0.1, 60.0);
+            tokio::time::sleep(std::time::Duration::from_secs_f64(interval)).await;
+            let snapshots = sample(agents).await?;
+            let rate = |i: usize, env: &str, key: &str| {
+                let now = snapshots[i]["traffic"][env][key].as_u64().unwrap_or(0);
+                let before = first
+                    .get(i)
+                    .and_then(|s| s["traffic"][env][key].as_u64())
+                    .unwrap_or(now);
+                now.saturating_sub(before) as f64 / interval
+            };
             if c.json {
-                print_json(&json!({ "agents": snapshots }));
+                print_json(&json!({ "agents": snapshots, "interval_seconds": interval }));
             } else {
                 let order = api.call(Method::GET, "/v1/environments", None).await?;
                 let envs: Vec<String> = order["environments"]
@@ -811,7 +831,7 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
                     .filter_map(|e| e["name"].as_str().map(str::to_owned))
                     .collect();
                 let mut rows = Vec::new();
-                for s in &snapshots {
+                for (i, s) in snapshots.iter().enumerate() {
                     for e in &envs {
                         let p = &s["environments"][e];
                         rows.push(vec![
@@ -820,13 +840,23 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
                             cell(&p["version"]),
                             cell(&p["since"]),
                             cell(&p["revision"]),
+                            format!("{:.1}", rate(i, e, "requests")),
+                            format!("{:.1}", rate(i, e, "errors")),
                         ]);
                     }
                 }
                 print!(
                     "{}",
                     table(
-                        &["AGENT", "ENVIRONMENT", "VERSION", "SINCE", "REVISION"],
+                        &[
+                            "AGENT",
+                            "ENVIRONMENT",
+                            "VERSION",
+                            "SINCE",
+                            "REVISION",
+                            "REQ/S",
+                            "5XX/S"
+                        ],
                         &rows
                     )
                 );

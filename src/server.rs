@@ -6,11 +6,12 @@
 //! Shutdown: stop accepting, let in-flight requests finish up to the drain deadline.
 //! This module never binds a port; `main.rs` and the tests do.
 
-use crate::admin::{Admin, MetricsRender};
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::proxy::{ConnInfo, Proxy};
 use crate::routing::RoutingTable;
 use crate::store::Store;
+use crate::telemetry::Metrics;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -45,17 +46,20 @@ pub struct Gateway {
     pub store: Store,
     pub table: Arc<RoutingTable>,
     pub admin_token: String,
-    pub metrics: Option<MetricsRender>,
 }
 
 impl Gateway {
     pub fn new(config: Config, store: Store, admin_token: String) -> Self {
+        let metrics = Arc::new(if config.metrics.enabled {
+            Metrics::enabled()
+        } else {
+            Metrics::disabled()
+        });
         Self {
             config,
             store,
-            table: Arc::new(RoutingTable::new()),
+            table: Arc::new(RoutingTable::with_metrics(metrics)),
             admin_token,
-            metrics: None,
         }
     }
 }
@@ -122,7 +126,6 @@ pub async fn run(
         store,
         table,
         admin_token,
-        metrics,
     } = gw;
     let ready = Arc::new(AtomicBool::new(false));
     let admin = Arc::new(Admin::new(
@@ -130,8 +133,19 @@ pub async fn run(
         Arc::clone(&table),
         &admin_token,
         Arc::clone(&ready),
-        metrics,
     ));
+    // histograms keep raw samples until drained: drain them even if nobody scrapes
+    let upkeep = {
+        let table = Arc::clone(&table);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                table.metrics().upkeep();
+            }
+        })
+    };
+    let metrics = Arc::clone(table.metrics());
     let graceful = GracefulShutdown::new();
     let admin_builder = auto::Builder::new(TokioExecutor::new());
     let admin_conns = Arc::new(Semaphore::new(256));
@@ -141,6 +155,7 @@ pub async fn run(
         &admin_builder,
         admin_conns,
         &graceful,
+        None,
         {
             let admin = Arc::clone(&admin);
             move |_peer, _tls| {
@@ -190,6 +205,7 @@ pub async fn run(
             &client_builder,
             Arc::clone(&conns),
             &graceful,
+            Some(metrics.connections.clone()),
             make_proxy_service,
         );
         match listeners.tls {
@@ -200,6 +216,7 @@ pub async fn run(
                     &client_builder,
                     Arc::clone(&conns),
                     &graceful,
+                    Some(metrics.connections.clone()),
                     make_proxy_service,
                 );
                 tokio::join!(plain, tls);
@@ -214,6 +231,7 @@ pub async fn run(
         _ = serve_admin => {}
         r = serving => r?,
     }
+    upkeep.abort();
     let drain = config.limits.drain_timeout();
     tracing::info!(
         drain_ms = drain.as_millis() as u64,
@@ -234,6 +252,7 @@ async fn accept_loop<S, F, B>(
     builder: &auto::Builder<TokioExecutor>,
     limit: Arc<Semaphore>,
     graceful: &GracefulShutdown,
+    open: Option<metrics::Gauge>,
     make_service: F,
 ) where
     F: Fn(std::net::SocketAddr, bool) -> S,
@@ -263,6 +282,10 @@ async fn accept_loop<S, F, B>(
         };
         let _ = stream.set_nodelay(true);
         let service = make_service(peer, tls.is_some());
+        let open = open.clone().map(|g| {
+            g.increment(1.0);
+            OpenConnection(g)
+        });
         match &tls {
             None => {
                 let conn = builder
@@ -273,7 +296,7 @@ async fn accept_loop<S, F, B>(
                     if let Err(e) = conn.await {
                         tracing::debug!(error.detail = %e, "connection ended with an error");
                     }
-                    drop(permit);
+                    drop((permit, open));
                 });
             }
             Some(acceptor) => {
@@ -300,9 +323,18 @@ async fn accept_loop<S, F, B>(
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error.detail = %e, "connection ended with an error");
                     }
-                    drop(permit);
+                    drop((permit, open));
                 });
             }
         }
+    }
+}
+
+/// Counts an open client connection until dropped.
+struct OpenConnection(metrics::Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }

@@ -1,11 +1,342 @@
-//! Logging setup: `tracing` with a human or JSON formatter, level from `RUST_LOG` or
-//! the config. Secrets never reach a log: the proxy and the admin API log token ids,
-//! never token text, and no header values.
+//! Metrics and logging.
+//!
+//! Metrics: the `metrics` facade's Prometheus recorder, owned by the gateway (not
+//! installed globally, so several gateways can share a process). Handles are resolved
+//! when a route is built ([`RouteMetrics`]) or at start (auth failures, moves, gauges);
+//! a request only bumps atomics, never looks a series up by its labels. What the
+//! routing table knows (live versions, the revision) is rendered at scrape time, so a
+//! pointer move makes the old `switchyard_deployment_info` series disappear at once.
+//! Labels carry only bounded values: agent, environment, version, status class, and
+//! fixed reason/kind/action names — never tokens, paths, request ids or addresses.
+//!
+//! Logging: `tracing` with a human or JSON formatter. Secrets never reach a log: token
+//! ids are logged, token text and header values are not.
 
 use crate::config::{LogConfig, LogFormat};
+use crate::domain::Action;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use std::fmt::Write as _;
+use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber (once per process; later calls do nothing).
+pub const REQUESTS: &str = "switchyard_requests_total";
+pub const REQUEST_DURATION: &str = "switchyard_request_duration_seconds";
+pub const UPSTREAM_FIRST_BYTE: &str = "switchyard_upstream_first_byte_seconds";
+pub const UPSTREAM_ERRORS: &str = "switchyard_upstream_errors_total";
+pub const AUTH_FAILURES: &str = "switchyard_auth_failures_total";
+pub const IN_FLIGHT: &str = "switchyard_requests_in_flight";
+pub const STREAMS: &str = "switchyard_streams_in_flight";
+pub const CONNECTIONS: &str = "switchyard_client_connections";
+pub const MOVES: &str = "switchyard_pointer_moves_total";
+pub const DEPLOYMENT_INFO: &str = "switchyard_deployment_info";
+pub const REVISION: &str = "switchyard_control_plane_revision";
+pub const BUILD_INFO: &str = "switchyard_build_info";
+
+/// Latency buckets, seconds: 100 µs to 30 s.
+pub const BUCKETS: [f64; 17] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// HTTP status classes, the `status_class` label.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Why an upstream call failed, the `kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    Timeout,
+    Reset,
+    Protocol,
+}
+
+impl UpstreamErrorKind {
+    pub const ALL: [UpstreamErrorKind; 4] =
+        [Self::Connect, Self::Timeout, Self::Reset, Self::Protocol];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Reset => "reset",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
+/// Auth failure reasons, the `reason` label.
+pub const AUTH_REASONS: [&str; 5] = [
+    "missing",
+    "unknown",
+    "revoked",
+    "expired",
+    "wrong_environment",
+];
+
+/// The handles one route updates. Built when the route is installed.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pub by_class: [Counter; 5],
+    pub duration: Histogram,
+    pub first_byte: Histogram,
+    pub upstream_errors: [Counter; 4],
+}
+
+impl RouteMetrics {
+    pub fn noop() -> Self {
+        Self {
+            by_class: std::array::from_fn(|_| Counter::noop()),
+            duration: Histogram::noop(),
+            first_byte: Histogram::noop(),
+            upstream_errors: std::array::from_fn(|_| Counter::noop()),
+        }
+    }
+
+    /// Counts one answered request by its status class.
+    pub fn count(&self, status: http::StatusCode) {
+        let i = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[i].increment(1);
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors[kind as usize].increment(1);
+    }
+}
+
+/// The gateway's metrics: the recorder and the handles that need no route.
+pub struct Metrics {
+    recorder: Option<PrometheusRecorder>,
+    handle: Option<PrometheusHandle>,
+    pub auth_failures: [Counter; 5],
+    pub moves: [Counter; 4],
+    pub in_flight: Gauge,
+    pub streams: Gauge,
+    pub connections: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("enabled", &self.recorder.is_some())
+            .finish()
+    }
+}
+
+const META: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
+    pairs
+        .iter()
+        .map(|(k, v)| Label::new(*k, v.to_string()))
+        .collect()
+}
+
+impl Metrics {
+    /// Metrics that record nothing (for `metrics.enabled = false`, tests, benches).
+    pub fn disabled() -> Self {
+        Self {
+            recorder: None,
+            handle: None,
+            auth_failures: std::array::from_fn(|_| Counter::noop()),
+            moves: std::array::from_fn(|_| Counter::noop()),
+            in_flight: Gauge::noop(),
+            streams: Gauge::noop(),
+            connections: Gauge::noop(),
+        }
+    }
+
+    pub fn enabled() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(UPSTREAM_FIRST_BYTE.into()), &BUCKETS)
+            })
+            .map(|b| b.build_recorder());
+        let Ok(recorder) = recorder else {
+            tracing::error!("metrics recorder could not be built; metrics are off");
+            return Self::disabled();
+        };
+        let describe = |kind: char, name: &'static str, unit: Option<Unit>, help: &'static str| {
+            let key = KeyName::from_const_str(name);
+            match kind {
+                'c' => recorder.describe_counter(key, unit, help.into()),
+                'g' => recorder.describe_gauge(key, unit, help.into()),
+                _ => recorder.describe_histogram(key, unit, help.into()),
+            }
+        };
+        describe(
+            'c',
+            REQUESTS,
+            None,
+            "Client requests answered, by agent, environment, version and status class.",
+        );
+        describe(
+            'h',
+            REQUEST_DURATION,
+            Some(Unit::Seconds),
+            "Time from request head to the end of the response body.",
+        );
+        describe(
+            'h',
+            UPSTREAM_FIRST_BYTE,
+            Some(Unit::Seconds),
+            "Time from request head to the upstream's response head.",
+        );
+        describe(
+            'c',
+            UPSTREAM_ERRORS,
+            None,
+            "Failed upstream calls, by kind: connect, timeout, reset, protocol.",
+        );
+        describe(
+            'c',
+            AUTH_FAILURES,
+            None,
+            "Requests refused at authentication, by reason.",
+        );
+        describe('g', IN_FLIGHT, None, "Client requests being handled.");
+        describe(
+            'g',
+            STREAMS,
+            None,
+            "Response bodies still streaming to clients.",
+        );
+        describe('g', CONNECTIONS, None, "Open client connections.");
+        describe(
+            'c',
+            MOVES,
+            None,
+            "Pointer moves applied on this node, by action.",
+        );
+        let handle = recorder.handle();
+        let counter = |name: &'static str, l: &[(&'static str, &str)]| {
+            recorder.register_counter(&Key::from_parts(name, labels(l)), &META)
+        };
+        let auth_failures = AUTH_REASONS.map(|r| counter(AUTH_FAILURES, &[("reason", r)]));
+        let moves = Action::ALL.map(|a| counter(MOVES, &[("action", a.as_str())]));
+        let gauge = |name: &'static str| recorder.register_gauge(&Key::from_name(name), &META);
+        let (in_flight, streams, connections) =
+            (gauge(IN_FLIGHT), gauge(STREAMS), gauge(CONNECTIONS));
+        Self {
+            auth_failures,
+            moves,
+            in_flight,
+            streams,
+            connections,
+            handle: Some(handle),
+            recorder: Some(recorder),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// Resolves the handles of one route. Called when a route is installed, never per
+    /// request.
+    pub fn route(&self, agent: &str, environment: &str, version: &str) -> RouteMetrics {
+        let Some(r) = &self.recorder else {
+            return RouteMetrics::noop();
+        };
+        let base = [
+            ("agent", agent),
+            ("environment", environment),
+            ("version", version),
+        ];
+        let by_class = STATUS_CLASSES.map(|c| {
+            let mut l = labels(&base);
+            l.push(Label::new("status_class", c));
+            r.register_counter(&Key::from_parts(REQUESTS, l), &META)
+        });
+        let upstream_errors = UpstreamErrorKind::ALL.map(|k| {
+            let l = labels(&[
+                ("agent", agent),
+                ("environment", environment),
+                ("kind", k.as_str()),
+            ]);
+            r.register_counter(&Key::from_parts(UPSTREAM_ERRORS, l), &META)
+        });
+        RouteMetrics {
+            by_class,
+            duration: r
+                .register_histogram(&Key::from_parts(REQUEST_DURATION, labels(&base)), &META),
+            first_byte: r
+                .register_histogram(&Key::from_parts(UPSTREAM_FIRST_BYTE, labels(&base)), &META),
+            upstream_errors,
+        }
+    }
+
+    /// Drains histogram samples into their buckets; run every few seconds so memory
+    /// stays bounded between scrapes.
+    pub fn upkeep(&self) {
+        if let Some(h) = &self.handle {
+            h.run_upkeep();
+        }
+    }
+
+    /// The Prometheus text: the recorder's series, then `extra` (series rendered from
+    /// the routing table at scrape time).
+    pub fn render(&self, extra: &str) -> String {
+        let mut out = self.handle.as_ref().map(|h| h.render()).unwrap_or_default();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(extra);
+        out
+    }
+}
+
+/// Escapes a label value for the text format.
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Series rendered at scrape time from the live state.
+pub fn render_state(
+    deployments: &[(String, String, String)],
+    revision: u64,
+    extra_gauges: &[(&str, &str, f64)],
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# HELP {DEPLOYMENT_INFO} The version live in each agent's environment (1 per live pointer).");
+    let _ = writeln!(s, "# TYPE {DEPLOYMENT_INFO} gauge");
+    for (agent, env, version) in deployments {
+        let _ = writeln!(
+            s,
+            "{DEPLOYMENT_INFO}{{agent=\"{}\",environment=\"{}\",version=\"{}\"}} 1",
+            escape_label(agent),
+            escape_label(env),
+            escape_label(version)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP {REVISION} The control-plane revision this node has applied."
+    );
+    let _ = writeln!(s, "# TYPE {REVISION} gauge");
+    let _ = writeln!(s, "{REVISION} {revision}");
+    for (name, help, v) in extra_gauges {
+        let _ = writeln!(s, "# HELP {name} {help}");
+        let _ = writeln!(s, "# TYPE {name} gauge");
+        let _ = writeln!(s, "{name} {v}");
+    }
+    let _ = writeln!(s, "# HELP {BUILD_INFO} The running build.");
+    let _ = writeln!(s, "# TYPE {BUILD_INFO} gauge");
+    let _ = writeln!(
+        s,
+        "{BUILD_INFO}{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    s
+}
+
+/// Installs the global log subscriber (once per process; later calls do nothing).
 pub fn init_logging(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
@@ -17,4 +348,57 @@ pub fn init_logging(cfg: &LogConfig) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Human => builder.try_init(),
     };
+}
+
+/// A shared, possibly disabled, metrics set.
+pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_handles_count_by_class_and_render() {
+        let m = Metrics::enabled();
+        let r = m.route("bot", "staging", "v1");
+        r.count(http::StatusCode::OK);
+        r.count(http::StatusCode::BAD_GATEWAY);
+        r.count(http::StatusCode::BAD_GATEWAY);
+        r.duration.record(0.002);
+        r.upstream_error(UpstreamErrorKind::Reset);
+        m.auth_failures[1].increment(1);
+        m.moves[Action::Rollback as usize].increment(1);
+        let text = m.render(&render_state(
+            &[("bot".into(), "staging".into(), "v1".into())],
+            7,
+            &[],
+        ));
+        assert!(text.contains(r#"switchyard_requests_total{agent="bot",environment="staging",version="v1",status_class="5xx"} 2"#), "{text}");
+        assert!(text.contains(
+            r#"switchyard_upstream_errors_total{agent="bot",environment="staging",kind="reset"} 1"#
+        ));
+        assert!(text.contains(r#"switchyard_auth_failures_total{reason="unknown"} 1"#));
+        assert!(text.contains(r#"switchyard_pointer_moves_total{action="rollback"} 1"#));
+        assert!(text.contains("switchyard_request_duration_seconds_bucket{agent=\"bot\",environment=\"staging\",version=\"v1\",le=\"0.0025\"} 1"));
+        assert!(text.contains(
+            r#"switchyard_deployment_info{agent="bot",environment="staging",version="v1"} 1"#
+        ));
+        assert!(text.contains("switchyard_control_plane_revision 7"));
+        assert!(text.contains("# HELP switchyard_requests_total"));
+    }
+
+    #[test]
+    fn disabled_metrics_still_render_the_state() {
+        let m = Metrics::disabled();
+        let r = m.route("a", "b", "c");
+        r.count(http::StatusCode::OK);
+        let text = m.render(&render_state(&[], 3, &[]));
+        assert!(text.contains("switchyard_control_plane_revision 3"));
+        assert!(!text.contains(REQUESTS));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

@@ -19,6 +19,7 @@ use crate::domain::{
 use crate::envelope::{error_json, new_request_id, sane_request_id};
 use crate::routing::RoutingTable;
 use crate::store::{Applied, Command, Outcome, Store};
+use crate::telemetry::render_state;
 use bytes::Bytes;
 use error::ApiError;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -42,16 +43,12 @@ pub const HISTORY_MAX: u32 = 1000;
 const ACTOR_HEADER: &str = "x-switchyard-actor";
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
-/// Renders `/metrics`; supplied by telemetry.
-pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
-
 /// Shared state of the admin listener.
 pub struct Admin {
     store: Store,
     table: Arc<RoutingTable>,
     token_hash: [u8; 32],
     ready: Arc<AtomicBool>,
-    metrics: Option<MetricsRender>,
 }
 
 pub type AdminResponse = Response<Full<Bytes>>;
@@ -62,14 +59,12 @@ impl Admin {
         table: Arc<RoutingTable>,
         admin_token: &str,
         ready: Arc<AtomicBool>,
-        metrics: Option<MetricsRender>,
     ) -> Self {
         Self {
             store,
             table,
             token_hash: Sha256::digest(admin_token.as_bytes()).into(),
             ready,
-            metrics,
         }
     }
 
@@ -143,7 +138,8 @@ impl Admin {
             }
             ["metrics"] => {
                 only_get(&method)?;
-                let text = self.metrics.as_ref().map(|m| m()).unwrap_or_default();
+                let state = render_state(&self.table.deployments(), self.table.revision(), &[]);
+                let text = self.table.metrics().render(&state);
                 let mut r = Response::new(Full::new(Bytes::from(text)));
                 r.headers_mut().insert(
                     CONTENT_TYPE,
@@ -194,7 +190,17 @@ impl Admin {
             (&Method::GET, ["agents", a]) => {
                 let d = self.store.deployment(agent(a)?).await?;
                 let mut envs = serde_json::Map::new();
+                let mut traffic = serde_json::Map::new();
                 for (env, ptr) in &d.environments {
+                    if let Some(slot) = self.table.find_slot(&d.agent.name, env) {
+                        traffic.insert(
+                            env.to_string(),
+                            json!({
+                                "requests": slot.requests.load(Ordering::Relaxed),
+                                "errors": slot.errors.load(Ordering::Relaxed),
+                            }),
+                        );
+                    }
                     let v = match ptr.version {
                         Some(n) => json!({
                             "version": version_label(n),
@@ -212,6 +218,7 @@ impl Admin {
                         "description": d.agent.description,
                         "created_at": crate::domain::format_time(d.agent.created_at),
                         "environments": envs,
+                        "traffic": traffic,
                     }),
                 ))
             }
@@ -365,6 +372,9 @@ impl Admin {
             self.table.apply(c);
         }
         self.table.note_revision(applied.revision);
+        if let Outcome::Move(m) = &applied.outcome {
+            self.table.metrics().moves[m.action as usize].increment(1);
+        }
         match &applied.outcome {
             Outcome::Move(m) => tracing::info!(
                 actor = %m.actor,

@@ -15,7 +15,8 @@ pub mod headers;
 use crate::config::Limits;
 use crate::domain::token::hash_token;
 use crate::envelope::{error_json, new_request_id, sane_request_id};
-use crate::routing::{Endpoint, RoutingTable, Target};
+use crate::routing::{Endpoint, Route, RoutingTable, Slot, Target};
+use crate::telemetry::{Metrics, UpstreamErrorKind, AUTH_REASONS};
 use body::{ForwardBody, Limit};
 use bytes::Bytes;
 use error::ProxyError;
@@ -28,6 +29,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +52,102 @@ impl ConnInfo {
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
         }
+    }
+}
+
+/// What the proxy learned about a request on its way: for metrics and the access log.
+pub struct Trace {
+    started: Instant,
+    slot: Option<Arc<Slot>>,
+    route: Option<Arc<Route>>,
+    upstream: Option<Arc<str>>,
+    method: Option<http::Method>,
+}
+
+/// Completes a request's accounting when its response body ends or is dropped: the
+/// duration histogram, the streams gauge and the access-log event.
+struct Finish {
+    status: StatusCode,
+    request_id: Option<HeaderValue>,
+    metrics: Arc<Metrics>,
+    trace: Trace,
+    bytes: u64,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let elapsed = self.trace.started.elapsed();
+        self.metrics.streams.decrement(1.0);
+        if let Some(route) = &self.trace.route {
+            route.metrics.duration.record(elapsed);
+        }
+        if let Some(rid) = &self.request_id {
+            let slot = self.trace.slot.as_deref();
+            let version = self
+                .trace
+                .route
+                .as_ref()
+                .and_then(|r| r.target.as_ref())
+                .and_then(|t| t.label.to_str().ok());
+            tracing::info!(
+                target: "switchyard::access",
+                request_id = rid.to_str().unwrap_or("-"),
+                method = self.trace.method.as_ref().map(|m| m.as_str()).unwrap_or("-"),
+                agent = slot.map(|s| s.agent.as_str()).unwrap_or("-"),
+                environment = slot.map(|s| s.environment.as_str()).unwrap_or("-"),
+                version = version.unwrap_or("-"),
+                status = self.status.as_u16(),
+                duration_us = elapsed.as_micros() as u64,
+                upstream.addr = self.trace.upstream.as_deref().unwrap_or("-"),
+                bytes = self.bytes,
+                "request"
+            );
+        }
+    }
+}
+
+struct DecrementOnDrop(metrics::Gauge);
+
+impl Drop for DecrementOnDrop {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// The response body as the client receives it: the upstream's or ours, measured.
+pub struct MeteredBody {
+    inner: ResponseBody,
+    finish: Option<Finish>,
+}
+
+impl http_body::Body for MeteredBody {
+    type Data = Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(d), Some(f)) = (frame.data_ref(), this.finish.as_mut()) {
+                    f.bytes += d.len() as u64;
+                }
+            }
+            std::task::Poll::Ready(_) => this.finish = None,
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -81,30 +179,64 @@ impl Proxy {
     }
 
     /// Serves one client request; never fails (errors become envelopes).
-    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
-        let started = Instant::now();
+    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<MeteredBody> {
+        let metrics = self.table.metrics();
+        metrics.in_flight.increment(1.0);
         let request_id = match req.headers().get(X_REQUEST_ID) {
             Some(v) if sane_request_id(v) => v.clone(),
             _ => new_request_id(),
         };
-        let method = self.access_log.then(|| req.method().clone());
-        let resp = match self.forward(conn, req, &request_id).await {
-            Ok(r) => r,
-            Err((e, target)) => error_response(e, &request_id, target.as_ref()),
+        let mut trace = Trace {
+            started: Instant::now(),
+            slot: None,
+            route: None,
+            upstream: None,
+            method: self.access_log.then(|| req.method().clone()),
         };
-        if let Some(method) = method {
-            let version = resp.headers().get(X_SWITCHYARD_VERSION);
-            tracing::info!(
-                target: "switchyard::access",
-                request_id = request_id.to_str().unwrap_or("-"),
-                method = %method,
-                status = resp.status().as_u16(),
-                version = version.and_then(|v| v.to_str().ok()).unwrap_or("-"),
-                duration_us = started.elapsed().as_micros() as u64,
-                "request"
-            );
+        let resp = match self.forward(conn, req, &request_id, &mut trace).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(i) = e
+                    .auth_reason()
+                    .and_then(|r| AUTH_REASONS.iter().position(|x| *x == r))
+                {
+                    metrics.auth_failures[i].increment(1);
+                }
+                let label = trace
+                    .route
+                    .as_ref()
+                    .and_then(|r| r.target.as_ref())
+                    .map(|t| &t.label);
+                error_response(e, &request_id, label)
+            }
+        };
+        metrics.in_flight.decrement(1.0);
+        let status = resp.status();
+        if let Some(slot) = &trace.slot {
+            slot.requests.fetch_add(1, Ordering::Relaxed);
+            if status.is_server_error() {
+                slot.errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        resp
+        if let Some(route) = &trace.route {
+            route.metrics.count(status);
+        }
+        let (parts, body) = resp.into_parts();
+        let finish = Finish {
+            status,
+            request_id: self.access_log.then_some(request_id),
+            metrics: Arc::clone(metrics),
+            trace,
+            bytes: 0,
+        };
+        metrics.streams.increment(1.0);
+        Response::from_parts(
+            parts,
+            MeteredBody {
+                inner: body,
+                finish: Some(finish),
+            },
+        )
     }
 
     async fn forward(
@@ -112,40 +244,38 @@ impl Proxy {
         conn: &ConnInfo,
         mut req: Request<Incoming>,
         request_id: &HeaderValue,
-    ) -> Result<Response<ResponseBody>, (ProxyError, Option<HeaderValue>)> {
+        trace: &mut Trace,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         if head_size(req.uri(), req.headers()) > self.limits.max_header_bytes {
-            return Err((ProxyError::HeadersTooLarge, None));
+            return Err(ProxyError::HeadersTooLarge);
         }
         let mut auth = req.headers().get_all(AUTHORIZATION).iter();
         let (first, second) = (auth.next(), auth.next());
         if second.is_some() {
             // two credentials: which one would the upstream believe?
-            return Err((ProxyError::BadRequest, None));
+            return Err(ProxyError::BadRequest);
         }
         let hash = match first.and_then(|v| bearer(v.as_bytes())) {
             Some(token) => hash_token(token),
-            None => return Err((ProxyError::MissingToken, None)),
+            None => return Err(ProxyError::MissingToken),
         };
-        let slot = self
-            .table
-            .authenticate(&hash)
-            .map_err(|e| (e.into(), None))?;
+        let slot = self.table.authenticate(&hash)?;
         if let Some(want) = req.headers().get(&X_SWITCHYARD_ENVIRONMENT) {
             if want != slot.environment_header {
-                return Err((ProxyError::WrongEnvironment, None));
+                return Err(ProxyError::WrongEnvironment);
             }
         }
         let route = slot.route();
-        let target = route
-            .target
-            .as_ref()
-            .ok_or((ProxyError::NotDeployed, None))?;
+        let (agent_header, environment_header) =
+            (slot.agent_header.clone(), slot.environment_header.clone());
+        trace.slot = Some(slot);
+        trace.route = Some(Arc::clone(&route));
+        let target = route.target.as_ref().ok_or(ProxyError::NotDeployed)?;
         if target.stopped {
-            return Err((ProxyError::VersionStopped, Some(target.label.clone())));
+            return Err(ProxyError::VersionStopped);
         }
-        let fail = |e: ProxyError| (e, Some(target.label.clone()));
         if content_length(req.headers()).is_some_and(|n| n > self.limits.max_body_bytes) {
-            return Err(fail(ProxyError::BodyTooLarge));
+            return Err(ProxyError::BodyTooLarge);
         }
 
         let websocket = req.version() == Version::HTTP_11 && is_websocket_upgrade(req.headers());
@@ -167,16 +297,20 @@ impl Proxy {
             None => h.remove(X_FORWARDED_HOST),
         };
         h.insert(X_REQUEST_ID, request_id.clone());
-        h.insert(X_SWITCHYARD_AGENT, slot.agent_header.clone());
-        h.insert(X_SWITCHYARD_ENVIRONMENT, slot.environment_header.clone());
+        h.insert(X_SWITCHYARD_AGENT, agent_header);
+        h.insert(X_SWITCHYARD_ENVIRONMENT, environment_header);
         h.insert(X_SWITCHYARD_VERSION, target.label.clone());
 
         let upstream = if websocket {
-            self.websocket(req, target).await
+            self.websocket(req, target, trace).await
         } else {
-            self.send(req, target).await
-        }
-        .map_err(fail)?;
+            self.send(req, &route, target, trace).await
+        };
+        let upstream = upstream.map_err(|(e, kind)| {
+            route.metrics.upstream_error(kind);
+            e
+        })?;
+        route.metrics.first_byte.record(trace.started.elapsed());
 
         let (mut parts, body) = upstream.into_parts();
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
@@ -193,9 +327,11 @@ impl Proxy {
     async fn send(
         &self,
         req: Request<Incoming>,
+        route: &Route,
         target: &Target,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        let deadline = Instant::now() + self.limits.upstream_response_timeout();
+        trace: &mut Trace,
+    ) -> Result<Response<Incoming>, (ProxyError, UpstreamErrorKind)> {
+        let deadline = trace.started + self.limits.upstream_response_timeout();
         let (mut parts, body) = req.into_parts();
         let pq = parts
             .uri
@@ -206,34 +342,44 @@ impl Proxy {
         let body: Limit = Limited::new(body, clamp_usize(self.limits.max_body_bytes));
         let n = target.endpoints.len();
         let first = target.first_endpoint();
+        fn protocol<E>(_: E) -> (ProxyError, UpstreamErrorKind) {
+            (ProxyError::BadRequest, UpstreamErrorKind::Protocol)
+        }
 
         if n == 1 {
-            parts.uri = upstream_uri(&target.endpoints[0], pq)?;
+            let ep = &target.endpoints[0];
+            parts.uri = upstream_uri(ep, pq).map_err(protocol)?;
+            trace.upstream = Some(Arc::clone(&ep.addr));
             let req = Request::from_parts(parts, ForwardBody::Direct(body));
             return self
-                .call(req, deadline, &target.endpoints[0])
+                .call(req, deadline, ep)
                 .await
-                .map_err(|(e, _)| e);
+                .map_err(|(e, k, _)| (e, k));
         }
 
         let shared = Arc::new(Mutex::new(Some(body)));
-        let mut last = ProxyError::UpstreamUnavailable;
+        let mut last = (ProxyError::UpstreamUnavailable, UpstreamErrorKind::Connect);
         for i in 0..n {
             let ep = &target.endpoints[(first + i) % n];
+            trace.upstream = Some(Arc::clone(&ep.addr));
             let mut b = Request::builder()
                 .method(parts.method.clone())
-                .uri(upstream_uri(ep, pq.clone())?)
+                .uri(upstream_uri(ep, pq.clone()).map_err(protocol)?)
                 .version(Version::HTTP_11);
             if let Some(h) = b.headers_mut() {
                 h.clone_from(&parts.headers);
             }
             let req = b
                 .body(ForwardBody::Reclaimable(Arc::clone(&shared)))
-                .map_err(|_| ProxyError::BadRequest)?;
+                .map_err(protocol)?;
             match self.call(req, deadline, ep).await {
                 Ok(r) => return Ok(r),
-                Err((e, true)) if ForwardBody::untouched(&shared) => last = e,
-                Err((e, _)) => return Err(e),
+                Err((e, kind, true)) if ForwardBody::untouched(&shared) => {
+                    // counted here: the client sees only the last failure
+                    route.metrics.upstream_error(kind);
+                    last = (e, kind);
+                }
+                Err((e, kind, _)) => return Err((e, kind)),
             }
         }
         Err(last)
@@ -246,23 +392,27 @@ impl Proxy {
         req: Request<ForwardBody>,
         deadline: Instant,
         ep: &Endpoint,
-    ) -> Result<Response<Incoming>, (ProxyError, bool)> {
+    ) -> Result<Response<Incoming>, (ProxyError, UpstreamErrorKind, bool)> {
         match tokio::time::timeout_at(deadline.into(), self.client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
                 let connect = e.is_connect();
-                let kind = classify_upstream_error(&e);
+                let (err, kind) = classify_upstream_error(&e);
                 tracing::warn!(
                     upstream.addr = %ep.addr,
-                    error.kind = if connect { "connect" } else { "request" },
+                    error.kind = kind.as_str(),
                     error.detail = %error_chain(&e),
                     "upstream call failed"
                 );
-                Err((kind, connect))
+                Err((err, kind, connect))
             }
             Err(_) => {
                 tracing::warn!(upstream.addr = %ep.addr, error.kind = "timeout", "upstream did not answer in time");
-                Err((ProxyError::UpstreamTimeout, false))
+                Err((
+                    ProxyError::UpstreamTimeout,
+                    UpstreamErrorKind::Timeout,
+                    false,
+                ))
             }
         }
     }
@@ -273,9 +423,12 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         target: &Target,
-    ) -> Result<Response<Incoming>, ProxyError> {
+        trace: &mut Trace,
+    ) -> Result<Response<Incoming>, (ProxyError, UpstreamErrorKind)> {
+        use UpstreamErrorKind as K;
         let client_upgrade = hyper::upgrade::on(&mut req);
         let ep = &target.endpoints[target.first_endpoint()];
+        trace.upstream = Some(Arc::clone(&ep.addr));
         let connect = tokio::net::TcpStream::connect(ep.addr.as_ref());
         let stream = match tokio::time::timeout(self.limits.upstream_connect_timeout(), connect)
             .await
@@ -283,14 +436,14 @@ impl Proxy {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::warn!(upstream.addr = %ep.addr, error.detail = %e, "websocket upstream refused");
-                return Err(ProxyError::UpstreamUnavailable);
+                return Err((ProxyError::UpstreamUnavailable, K::Connect));
             }
-            Err(_) => return Err(ProxyError::UpstreamTimeout),
+            Err(_) => return Err((ProxyError::UpstreamTimeout, K::Connect)),
         };
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|_| ProxyError::UpstreamUnavailable)?;
+            .map_err(|_| (ProxyError::UpstreamUnavailable, K::Protocol))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
@@ -307,15 +460,18 @@ impl Proxy {
         let mut resp =
             match tokio::time::timeout(self.limits.upstream_response_timeout(), send).await {
                 Ok(Ok(r)) => r,
-                Ok(Err(_)) => return Err(ProxyError::UpstreamUnavailable),
-                Err(_) => return Err(ProxyError::UpstreamTimeout),
+                Ok(Err(_)) => return Err((ProxyError::UpstreamUnavailable, K::Reset)),
+                Err(_) => return Err((ProxyError::UpstreamTimeout, K::Timeout)),
             };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let metrics = Arc::clone(self.table.metrics());
             tokio::spawn(async move {
                 let (Ok(up), Ok(down)) = tokio::join!(upstream_upgrade, client_upgrade) else {
                     return;
                 };
+                metrics.streams.increment(1.0);
+                let _guard = DecrementOnDrop(metrics.streams.clone());
                 let _ =
                     tokio::io::copy_bidirectional(&mut TokioIo::new(up), &mut TokioIo::new(down))
                         .await;
@@ -361,21 +517,41 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// Maps an upstream failure to what the client is told.
-fn classify_upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+/// Maps an upstream failure to what the client is told and the metric's kind.
+fn classify_upstream_error(
+    e: &hyper_util::client::legacy::Error,
+) -> (ProxyError, UpstreamErrorKind) {
+    let connect = e.is_connect();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
         if c.is::<http_body_util::LengthLimitError>() {
-            return ProxyError::BodyTooLarge;
+            return (ProxyError::BodyTooLarge, UpstreamErrorKind::Protocol);
         }
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
-                return ProxyError::UpstreamTimeout;
+                return (
+                    ProxyError::UpstreamTimeout,
+                    if connect {
+                        UpstreamErrorKind::Connect
+                    } else {
+                        UpstreamErrorKind::Timeout
+                    },
+                );
+            }
+        }
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_parse() || h.is_parse_status() {
+                return (ProxyError::UpstreamUnavailable, UpstreamErrorKind::Protocol);
             }
         }
         cur = c.source();
     }
-    ProxyError::UpstreamUnavailable
+    let kind = if connect {
+        UpstreamErrorKind::Connect
+    } else {
+        UpstreamErrorKind::Reset
+    };
+    (ProxyError::UpstreamUnavailable, kind)
 }
 
 /// The envelope for a gateway-made answer.

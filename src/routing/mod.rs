@@ -15,6 +15,7 @@
 use crate::domain::{
     now_ms, AgentName, Change, EnvName, Millis, TokenHash, TokenRecord, Version, VersionState,
 };
+use crate::telemetry::{Metrics, RouteMetrics};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use http::uri::{Authority, Scheme};
@@ -86,6 +87,8 @@ pub struct Route {
     pub revision: u64,
     /// None: the environment has no version deployed.
     pub target: Option<Target>,
+    /// Metric handles labelled with this route's agent, environment and version.
+    pub metrics: RouteMetrics,
 }
 
 /// One (agent, environment): its names as header values and its live route.
@@ -95,6 +98,10 @@ pub struct Slot {
     pub environment: EnvName,
     pub agent_header: HeaderValue,
     pub environment_header: HeaderValue,
+    /// Requests answered for this slot and how many of them were 5xx, whatever the
+    /// version (read by the admin API for `switchyard status`).
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
     route: ArcSwap<Route>,
 }
 
@@ -107,9 +114,12 @@ impl Slot {
             environment_header: hv(environment.as_str()),
             agent,
             environment,
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
             route: ArcSwap::from_pointee(Route {
                 revision: 0,
                 target: None,
+                metrics: RouteMetrics::noop(),
             }),
         }
     }
@@ -157,17 +167,37 @@ pub enum AuthError {
 }
 
 /// The table. Cheap to share: wrap it in an `Arc`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RoutingTable {
+    metrics: Arc<Metrics>,
     slots: DashMap<(AgentName, EnvName), Arc<Slot>>,
     tokens: DashMap<TokenHash, Arc<TokenEntry>>,
     /// Highest store revision applied.
     revision: AtomicU64,
 }
 
+impl Default for RoutingTable {
+    fn default() -> Self {
+        Self::with_metrics(Arc::new(Metrics::disabled()))
+    }
+}
+
 impl RoutingTable {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            slots: DashMap::new(),
+            tokens: DashMap::new(),
+            revision: AtomicU64::new(0),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Authenticates a token hash and returns its slot. The caller loads the route.
@@ -216,9 +246,16 @@ impl RoutingTable {
                 revision,
                 version,
             } => {
+                let label = version.as_ref().map(|v| v.label());
+                let metrics = self.metrics.route(
+                    agent.as_str(),
+                    environment.as_str(),
+                    label.as_deref().unwrap_or("none"),
+                );
                 self.slot(agent, environment).install(Route {
                     revision: *revision,
                     target: version.as_ref().map(Target::from_version),
+                    metrics,
                 });
                 self.note_revision(*revision);
             }
@@ -251,6 +288,25 @@ impl RoutingTable {
 
     pub fn slot_count(&self) -> usize {
         self.slots.len()
+    }
+
+    /// (agent, environment, version) of every live pointer, sorted; for metrics.
+    pub fn deployments(&self) -> Vec<(String, String, String)> {
+        let mut out: Vec<_> = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let r = s.route();
+                let t = r.target.as_ref()?;
+                Some((
+                    s.agent.to_string(),
+                    s.environment.to_string(),
+                    t.label.to_str().unwrap_or("unknown").to_owned(),
+                ))
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// Every slot, for status pages and metrics. Not for the request path.

@@ -3,6 +3,7 @@
 
 mod admin;
 mod durability;
+mod metrics;
 mod process;
 mod proxy;
 mod support;
