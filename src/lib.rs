@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod envelope;
+pub mod fleet;
 pub mod proxy;
 pub mod routing;
 pub mod server;

@@ -356,10 +356,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     switchyard::telemetry::init_logging(&cfg.log);
     let (token, token_file) = resolve_admin_token(&cfg)?;
     let pipeline = std::sync::Arc::new(cfg.pipeline()?);
-    let store =
-        Store::open(&cfg.store, pipeline).map_err(|e| anyhow!("store {}: {e}", cfg.store))?;
     let rt = runtime(true)?;
     rt.block_on(async move {
+        let store = Store::open(&cfg.store, pipeline)
+            .map_err(|e| anyhow!("store {}: {e}", redact_url(&cfg.store)))?;
         let bind = |setting: &'static str, addr: String| async move {
             let a = parse_addr(setting, &addr)?;
             tokio::net::TcpListener::bind(a)
@@ -374,7 +374,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         };
         let client_addr = client.local_addr()?;
         let admin_addr = admin.local_addr()?;
-        tracing::info!(listen = %client_addr, admin = %admin_addr, store = %cfg.store, "switchyard starting");
+        tracing::info!(listen = %client_addr, admin = %admin_addr, store = %redact_url(&cfg.store), "switchyard starting");
         if let Some(f) = &token_file {
             tracing::info!(file = %f.display(), "admin token read from or written to this file");
         }
@@ -393,6 +393,20 @@ fn serve(args: ServeArgs) -> Result<()> {
         run(gw, Listeners { client, admin, tls }, shutdown_signal()).await?;
         Ok::<_, anyhow::Error>(())
     })
+}
+
+/// A store URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn print_demo(client: &std::net::SocketAddr, admin: &std::net::SocketAddr, token: &str) {

@@ -166,11 +166,23 @@ pub async fn run(
     );
 
     let load = async {
-        let snap = store.snapshot().await?;
+        // a store that is away at start is waited for: /readyz says 503 meanwhile
+        let mut wait = Duration::from_millis(100);
+        let snap = loop {
+            match store.snapshot().await {
+                Ok(s) => break s,
+                Err(crate::store::Error::Unavailable(e)) => {
+                    tracing::warn!(error.detail = %e, "store unavailable at start; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(Error::Load(e)),
+            }
+        };
         for c in &snap.changes {
             table.apply(c);
         }
-        table.note_revision(snap.revision);
+        table.set_feed_revision(snap.revision);
         ready.store(true, Ordering::Release);
         tracing::info!(
             revision = snap.revision,
@@ -178,7 +190,14 @@ pub async fn run(
             tokens = table.token_count(),
             "state loaded; ready"
         );
-        Ok::<_, Error>(())
+        let follower = store.fleet_url().map(|url| {
+            tokio::spawn(crate::fleet::follow(
+                store.clone(),
+                Arc::clone(&table),
+                url.to_owned(),
+            ))
+        });
+        Ok::<_, Error>(follower)
     };
 
     let proxy = Arc::new(Proxy::new(
@@ -198,7 +217,7 @@ pub async fn run(
         })
     };
     let serving = async {
-        load.await?;
+        let _follower = AbortOnDrop(load.await?);
         let plain = accept_loop(
             listeners.client,
             None,
@@ -336,5 +355,16 @@ struct OpenConnection(metrics::Gauge);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.decrement(1.0);
+    }
+}
+
+/// Stops a background task when the server stops.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
     }
 }

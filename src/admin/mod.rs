@@ -138,7 +138,23 @@ impl Admin {
             }
             ["metrics"] => {
                 only_get(&method)?;
-                let state = render_state(&self.table.deployments(), self.table.revision(), &[]);
+                let up = if self.store.is_up() { 1.0 } else { 0.0 };
+                let state = render_state(
+                    &self.table.deployments(),
+                    self.table.revision(),
+                    &[
+                        (
+                            "switchyard_store_up",
+                            "Whether the last store operation reached the store (1) or not (0).",
+                            up,
+                        ),
+                        (
+                            "switchyard_fleet_applied_revision",
+                            "The change-feed revision this node has applied in order.",
+                            self.table.feed_revision() as f64,
+                        ),
+                    ],
+                );
                 let text = self.table.metrics().render(&state);
                 let mut r = Response::new(Full::new(Bytes::from(text)));
                 r.headers_mut().insert(

@@ -174,6 +174,8 @@ pub struct RoutingTable {
     tokens: DashMap<TokenHash, Arc<TokenEntry>>,
     /// Highest store revision applied.
     revision: AtomicU64,
+    /// The change feed's revision this table has applied, in order (fleet nodes).
+    feed_revision: AtomicU64,
 }
 
 impl Default for RoutingTable {
@@ -193,7 +195,18 @@ impl RoutingTable {
             slots: DashMap::new(),
             tokens: DashMap::new(),
             revision: AtomicU64::new(0),
+            feed_revision: AtomicU64::new(0),
         }
+    }
+
+    /// The last revision of the change feed applied in order.
+    pub fn feed_revision(&self) -> u64 {
+        self.feed_revision.load(Ordering::Acquire)
+    }
+
+    pub fn set_feed_revision(&self, revision: u64) {
+        self.feed_revision.store(revision, Ordering::Release);
+        self.note_revision(revision);
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

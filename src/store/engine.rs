@@ -4,7 +4,7 @@
 //! with the domain's rules, and only then writes. An error leaves nothing behind (the
 //! backend rolls the transaction back).
 
-use super::{Applied, Command, Outcome, Result, Snapshot, Tx};
+use super::{Applied, Command, EventKey, Outcome, Result, Snapshot, Tx};
 use crate::domain::moves::{check_guard, next_pointer, plan_rollback};
 use crate::domain::names::version_label;
 use crate::domain::{
@@ -359,4 +359,42 @@ pub fn deployment(tx: &mut dyn Tx, p: &Pipeline, agent: &AgentName) -> Result<De
         agent: a,
         environments,
     })
+}
+
+/// Largest batch of events one catch-up reads.
+pub const EVENT_BATCH: u32 = 10_000;
+
+/// Resolves the events after `after` into changes carrying the current state of each
+/// changed key, and the revision of the last event read (or `after`).
+pub fn changes_since(tx: &mut dyn Tx, p: &Pipeline, after: u64) -> Result<(Vec<Change>, u64)> {
+    let events = tx.events_since(after, EVENT_BATCH)?;
+    let mut last = after;
+    let mut changes = Vec::with_capacity(events.len());
+    for e in events {
+        last = last.max(e.revision);
+        match e.key {
+            EventKey::Route { agent, environment } => {
+                if p.get(environment.as_str()).is_err() {
+                    continue;
+                }
+                let ptr = tx.pointer(&agent, &environment)?;
+                let version = match ptr.version {
+                    Some(n) => tx.version(&agent, n)?,
+                    None => None,
+                };
+                changes.push(Change::Route {
+                    agent,
+                    environment,
+                    revision: e.revision.max(ptr.revision),
+                    version,
+                });
+            }
+            EventKey::Token { id } => {
+                if let Some(t) = tx.token(&id)? {
+                    changes.push(Change::Token(t));
+                }
+            }
+        }
+    }
+    Ok((changes, last))
 }

@@ -11,12 +11,14 @@
 //! what the admin API and the server use. The store knows nothing of HTTP.
 
 pub mod engine;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::domain::{
     Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveRequest, Pipeline, Pointer,
     TokenHash, TokenRecord, UndoLink, Version, VersionRef, VersionSpec, VersionState,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +140,36 @@ pub trait Tx {
     fn revoke_token(&mut self, id: &str, at: Millis) -> Result<()>;
     /// Tokens of (agent, environment), or (None) every token.
     fn tokens(&mut self, scope: Option<(&AgentName, &EnvName)>) -> Result<Vec<TokenRecord>>;
+
+    /// Records what a committed command changed, for other nodes to pick up (and
+    /// tells them). A single-node backend has no one to tell.
+    fn record_changes(&mut self, _revision: u64, _changes: &[Change]) -> Result<()> {
+        Ok(())
+    }
+
+    /// The change events after `revision`, oldest first, at most `limit`.
+    fn events_since(&mut self, _revision: u64, _limit: u32) -> Result<Vec<Event>> {
+        Ok(Vec::new())
+    }
+}
+
+/// One entry of the change feed: what changed at a revision (the current state is
+/// read when the event is applied, so applying is idempotent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub revision: u64,
+    pub key: EventKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKey {
+    Route {
+        agent: AgentName,
+        environment: EnvName,
+    },
+    Token {
+        id: String,
+    },
 }
 
 /// A body of work run inside one transaction. Called again if the backend retries.
@@ -157,22 +189,47 @@ pub trait Backend: Send + Sync + 'static {
 pub struct Store {
     backend: Arc<dyn Backend>,
     pipeline: Arc<Pipeline>,
+    up: Arc<AtomicBool>,
+    url: Option<String>,
 }
 
 impl Store {
     pub fn new(backend: Arc<dyn Backend>, pipeline: Arc<Pipeline>) -> Self {
-        Self { backend, pipeline }
+        Self {
+            backend,
+            pipeline,
+            up: Arc::new(AtomicBool::new(true)),
+            url: None,
+        }
     }
 
-    /// Opens the store a URL names: `sqlite://PATH`.
+    /// Opens the store a URL names: `sqlite://PATH` or `postgres://…`. Must be
+    /// called inside a tokio runtime for PostgreSQL.
     pub fn open(url: &str, pipeline: Arc<Pipeline>) -> Result<Self> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             let backend = sqlite::SqliteBackend::open(path)?;
             return Ok(Self::new(Arc::new(backend), pipeline));
         }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let backend = postgres::PostgresBackend::new(url)?;
+            let mut store = Self::new(Arc::new(backend), pipeline);
+            store.url = Some(url.to_owned());
+            return Ok(store);
+        }
         Err(Error::Unavailable(format!(
-            "unsupported store URL {url:?}: use sqlite://PATH"
+            "unsupported store URL {:?}: use sqlite://PATH or postgres://…",
+            crate::domain::names::truncate(url, 80)
         )))
+    }
+
+    /// The PostgreSQL URL when this store is shared by a fleet.
+    pub fn fleet_url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// Whether the last store operation reached the backend.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
     }
 
     pub fn pipeline(&self) -> &Arc<Pipeline> {
@@ -186,7 +243,8 @@ impl Store {
     ) -> Result<T> {
         let backend = Arc::clone(&self.backend);
         let pipeline = Arc::clone(&self.pipeline);
-        tokio::task::spawn_blocking(move || {
+        let up = Arc::clone(&self.up);
+        let result = tokio::task::spawn_blocking(move || {
             let mut out = None;
             let mut body = |tx: &mut dyn Tx| {
                 out = Some(f(tx, &pipeline)?);
@@ -200,15 +258,33 @@ impl Store {
             out.ok_or_else(|| Error::Backend("transaction produced no result".into()))
         })
         .await
-        .map_err(|e| Error::Backend(format!("store task failed: {e}")))?
+        .map_err(|e| Error::Backend(format!("store task failed: {e}")))?;
+        let reachable = !matches!(result, Err(Error::Unavailable(_)));
+        if up.swap(reachable, Ordering::Relaxed) != reachable {
+            if reachable {
+                tracing::info!("store reachable again");
+            } else {
+                tracing::error!("store unreachable; serving the last known state");
+            }
+        }
+        result
     }
 
     /// Validates and commits one command.
     pub async fn execute(&self, cmd: Command) -> Result<Applied> {
         self.blocking(true, move |tx, p| {
-            engine::execute(tx, p, cmd.clone(), crate::domain::now_ms())
+            let applied = engine::execute(tx, p, cmd.clone(), crate::domain::now_ms())?;
+            tx.record_changes(applied.revision, &applied.changes)?;
+            Ok(applied)
         })
         .await
+    }
+
+    /// What changed after `revision`, as changes for the routing table (the current
+    /// state of each changed key), and the revision they bring the table to.
+    pub async fn changes_since(&self, revision: u64) -> Result<(Vec<Change>, u64)> {
+        self.blocking(false, move |tx, p| engine::changes_since(tx, p, revision))
+            .await
     }
 
     /// Every route and token, for loading the routing table.

@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod conformance;
 mod durability;
+mod fleet;
 mod metrics;
 mod process;
 mod proxy;

@@ -35,6 +35,7 @@ pub struct GatewayBuilder {
     pub config: Config,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     dir: Option<Arc<tempfile::TempDir>>,
+    store_url: Option<String>,
 }
 
 impl GatewayBuilder {
@@ -45,6 +46,12 @@ impl GatewayBuilder {
 
     pub fn tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
         self.tls = Some(acceptor);
+        self
+    }
+
+    /// Uses this store (a PostgreSQL URL) instead of a SQLite file.
+    pub fn store(mut self, url: &str) -> Self {
+        self.store_url = Some(url.to_owned());
         self
     }
 
@@ -60,7 +67,9 @@ impl GatewayBuilder {
             .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("temp dir")));
         let store_path = dir.path().join("switchyard.db");
         let mut config = self.config;
-        config.store = format!("sqlite://{}", store_path.display());
+        config.store = self
+            .store_url
+            .unwrap_or_else(|| format!("sqlite://{}", store_path.display()));
         config.log.access_log = false;
         let config = config.validate().expect("valid test config");
         let pipeline = Arc::new(config.pipeline().expect("pipeline"));
@@ -109,6 +118,7 @@ impl TestGateway {
             config: Config::default(),
             tls: None,
             dir: None,
+            store_url: None,
         }
     }
 
@@ -499,4 +509,54 @@ pub async fn admin_call(
     let status = resp.status();
     let body = resp.into_body().collect().await.ok()?.to_bytes();
     Some((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+/// PostgreSQL tests share one server; the test that restarts it takes this for writing.
+pub static PG_LOCK: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Says plainly, past the test harness's output capture, that a test was skipped.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// A fresh database on the test PostgreSQL server (`SWITCHYARD_TEST_POSTGRES_URL`),
+/// or None (and a SKIPPED line) when no server is configured. In CI it is required.
+pub async fn postgres_db(test: &str) -> Option<String> {
+    let Ok(base) = std::env::var("SWITCHYARD_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{test}: SWITCHYARD_TEST_POSTGRES_URL is required in CI (.ci/run starts a PostgreSQL)"
+        );
+        skipped(
+            test,
+            "no PostgreSQL; run `bash .ci/run`, or set SWITCHYARD_TEST_POSTGRES_URL=postgres://user@127.0.0.1:PORT/postgres",
+        );
+        return None;
+    };
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .expect("the test PostgreSQL accepts connections");
+    tokio::spawn(conn);
+    let mut raw = [0u8; 6];
+    getrandom::fill(&mut raw).unwrap();
+    let name = format!("sy_test_{}", hex::encode(raw));
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    let (head, _) = base.rsplit_once('/').expect("URL has a database");
+    Some(format!("{head}/{name}"))
+}
+
+/// Runs a shell command given by an environment variable (PostgreSQL stop/start).
+pub fn run_env_command(var: &str) -> Option<bool> {
+    let cmd = std::env::var(var).ok()?;
+    Some(
+        std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false),
+    )
 }

@@ -1,0 +1,403 @@
+//! One store conformance suite, run against SQLite and PostgreSQL alike: every rule,
+//! the revision race, history order, tokens, the snapshot and the change feed.
+
+use crate::support::*;
+use std::sync::Arc;
+use switchyard::domain::token::mint;
+use switchyard::domain::{
+    AgentName, Change, DomainError, EnvName, MoveKind, MoveRequest, Pipeline, VersionRef,
+    VersionSpec, VersionState,
+};
+use switchyard::store::{Command, Error, Outcome, Store};
+
+/// The stores under test: a SQLite file always, PostgreSQL when configured.
+async fn stores(test: &str) -> Vec<(&'static str, Store, Option<String>, tempfile::TempDir)> {
+    let pipeline = Arc::new(Pipeline::default());
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(
+        &format!("sqlite://{}", dir.path().join("c.db").display()),
+        Arc::clone(&pipeline),
+    )
+    .unwrap();
+    let mut out = vec![("sqlite", sqlite, None, dir)];
+    if let Some(url) = postgres_db(&format!("{test} [PostgreSQL half]")).await {
+        let pg = Store::open(&url, pipeline).unwrap();
+        out.push(("postgres", pg, Some(url), tempfile::tempdir().unwrap()));
+    }
+    out
+}
+
+fn agent(s: &str) -> AgentName {
+    AgentName::parse("agent", s).unwrap()
+}
+
+fn env(s: &str) -> EnvName {
+    EnvName::parse("environment", s).unwrap()
+}
+
+fn mv(a: &str, e: &str, kind: MoveKind) -> Command {
+    Command::Move(MoveRequest {
+        agent: agent(a),
+        environment: env(e),
+        kind,
+        actor: "test".into(),
+        reason: None,
+        confirm: true,
+        expected_revision: None,
+    })
+}
+
+fn deploy(a: &str, e: &str, v: u32) -> Command {
+    mv(
+        a,
+        e,
+        MoveKind::Deploy {
+            version: VersionRef {
+                agent: None,
+                number: v,
+            },
+        },
+    )
+}
+
+fn rollback(a: &str, e: &str) -> Command {
+    mv(a, e, MoveKind::Rollback { to_version: None })
+}
+
+async fn setup(s: &Store, name: &str, versions: u16) {
+    s.execute(Command::CreateAgent {
+        name: agent(name),
+        description: String::new(),
+    })
+    .await
+    .unwrap();
+    for i in 0..versions {
+        s.execute(Command::CreateVersion {
+            agent: agent(name),
+            spec: VersionSpec {
+                upstreams: vec![format!("http://127.0.0.1:{}", 9000 + i)],
+                ..Default::default()
+            },
+            author: "t".into(),
+        })
+        .await
+        .unwrap();
+    }
+}
+
+fn domain(e: Error) -> DomainError {
+    match e {
+        Error::Domain(d) => d,
+        other => panic!("expected a domain error, got {other:?}"),
+    }
+}
+
+fn moved_to(o: &Outcome) -> Option<u32> {
+    match o {
+        Outcome::Move(m) => m.version,
+        other => panic!("not a move: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn agents_versions_and_their_rules() {
+    let _pg = PG_LOCK.read().await;
+    for (name, s, _, _dir) in stores("conformance::agents_versions_and_their_rules").await {
+        setup(&s, "bot", 2).await;
+        let e = domain(
+            s.execute(Command::CreateAgent {
+                name: agent("bot"),
+                description: String::new(),
+            })
+            .await
+            .unwrap_err(),
+        );
+        assert!(matches!(e, DomainError::AgentExists(_)), "{name}");
+        let bad = VersionSpec {
+            upstreams: vec!["nope".into()],
+            ..Default::default()
+        };
+        let e = domain(
+            s.execute(Command::CreateVersion {
+                agent: agent("bot"),
+                spec: bad,
+                author: "t".into(),
+            })
+            .await
+            .unwrap_err(),
+        );
+        assert!(matches!(e, DomainError::InvalidVersion { .. }), "{name}");
+        let ok = VersionSpec {
+            upstreams: vec!["http://h:1".into()],
+            ..Default::default()
+        };
+        let a = s
+            .execute(Command::CreateVersion {
+                agent: agent("bot"),
+                spec: ok,
+                author: "t".into(),
+            })
+            .await
+            .unwrap();
+        match a.outcome {
+            Outcome::Version(v) => {
+                assert_eq!(v.number, 3, "{name}: no gap after a refused version")
+            }
+            o => panic!("{o:?}"),
+        }
+        let vs = s.versions(agent("bot")).await.unwrap();
+        assert_eq!(
+            vs.iter().map(|v| v.number).collect::<Vec<_>>(),
+            [1, 2, 3],
+            "{name}"
+        );
+        let before = vs[0].clone();
+        s.execute(Command::SetVersionState {
+            agent: agent("bot"),
+            version: VersionRef {
+                agent: None,
+                number: 1,
+            },
+            state: VersionState::Stopped,
+        })
+        .await
+        .unwrap();
+        let after = s
+            .version(
+                agent("bot"),
+                VersionRef {
+                    agent: None,
+                    number: 1,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(after.state, VersionState::Stopped);
+        assert_eq!(
+            (after.digest, after.upstreams, after.config),
+            (before.digest, before.upstreams, before.config),
+            "{name}: immutable"
+        );
+        let e = domain(s.execute(deploy("bot", "staging", 1)).await.unwrap_err());
+        assert!(matches!(e, DomainError::VersionStopped { .. }), "{name}");
+        let e = domain(s.execute(deploy("nobody", "staging", 1)).await.unwrap_err());
+        assert!(matches!(e, DomainError::AgentNotFound(_)), "{name}");
+        let e = domain(s.execute(deploy("bot", "qa", 2)).await.unwrap_err());
+        assert!(matches!(e, DomainError::EnvironmentNotFound(_)), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn moves_history_and_rollback() {
+    let _pg = PG_LOCK.read().await;
+    for (name, s, _, _dir) in stores("conformance::moves_history_and_rollback").await {
+        setup(&s, "bot", 3).await;
+        for v in 1..=3 {
+            s.execute(deploy("bot", "staging", v)).await.unwrap();
+        }
+        assert_eq!(
+            moved_to(&s.execute(rollback("bot", "staging")).await.unwrap().outcome),
+            Some(2),
+            "{name}"
+        );
+        assert_eq!(
+            moved_to(&s.execute(rollback("bot", "staging")).await.unwrap().outcome),
+            Some(1),
+            "{name}"
+        );
+        let e = domain(s.execute(rollback("bot", "staging")).await.unwrap_err());
+        assert!(matches!(e, DomainError::NothingToRollBack(_)), "{name}");
+
+        let mut unconfirmed = mv("bot", "staging", MoveKind::Promote { to: None });
+        if let Command::Move(r) = &mut unconfirmed {
+            r.confirm = false;
+        }
+        let e = domain(s.execute(unconfirmed).await.unwrap_err());
+        assert!(
+            matches!(e, DomainError::ConfirmationRequired { .. }),
+            "{name}"
+        );
+        let p = s
+            .execute(mv("bot", "staging", MoveKind::Promote { to: None }))
+            .await
+            .unwrap();
+        match &p.outcome {
+            Outcome::Move(m) => assert_eq!(
+                (m.environment.as_str(), m.version),
+                ("production", Some(1)),
+                "{name}"
+            ),
+            o => panic!("{o:?}"),
+        }
+        let h = s
+            .history(agent("bot"), env("staging"), 100, None)
+            .await
+            .unwrap();
+        let seq: Vec<_> = h.iter().map(|m| (m.action.as_str(), m.version)).collect();
+        assert_eq!(
+            seq,
+            [
+                ("rollback", Some(1)),
+                ("rollback", Some(2)),
+                ("deploy", Some(3)),
+                ("deploy", Some(2)),
+                ("deploy", Some(1))
+            ],
+            "{name}"
+        );
+        assert!(
+            h.windows(2).all(|w| w[0].revision > w[1].revision),
+            "{name}: newest first"
+        );
+        let page = s
+            .history(agent("bot"), env("staging"), 2, Some(h[1].revision))
+            .await
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|m| m.revision).collect::<Vec<_>>(),
+            [h[2].revision, h[3].revision],
+            "{name}"
+        );
+
+        let d = s.deployment(agent("bot")).await.unwrap();
+        let staging = d
+            .environments
+            .iter()
+            .find(|(e, _)| e.as_str() == "staging")
+            .unwrap()
+            .1;
+        assert_eq!(
+            (staging.version, staging.revision),
+            (Some(1), h[0].revision),
+            "{name}"
+        );
+        s.execute(mv("bot", "staging", MoveKind::Undeploy))
+            .await
+            .unwrap();
+        let e = domain(
+            s.execute(mv("bot", "staging", MoveKind::Undeploy))
+                .await
+                .unwrap_err(),
+        );
+        assert!(matches!(e, DomainError::NotDeployed(_)), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn expected_revision_race_has_one_winner() {
+    let _pg = PG_LOCK.read().await;
+    for (name, s, url, _dir) in stores("conformance::expected_revision_race_has_one_winner").await {
+        setup(&s, "bot", 2).await;
+        s.execute(deploy("bot", "staging", 1)).await.unwrap();
+        let rev = s.deployment(agent("bot")).await.unwrap().environments[1]
+            .1
+            .revision;
+        // for PostgreSQL the racers are separate nodes: separate stores on one database
+        let other = match &url {
+            Some(u) => Store::open(u, Arc::new(Pipeline::default())).unwrap(),
+            None => s.clone(),
+        };
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = if i % 2 == 0 { s.clone() } else { other.clone() };
+                tokio::spawn(async move {
+                    let mut cmd = deploy("bot", "staging", 2);
+                    if let Command::Move(r) = &mut cmd {
+                        r.expected_revision = Some(rev);
+                    }
+                    store.execute(cmd).await
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for r in racers {
+            match r.await.unwrap() {
+                Ok(_) => wins += 1,
+                Err(e) => assert!(
+                    matches!(domain(e), DomainError::RevisionConflict { .. }),
+                    "{name}"
+                ),
+            }
+        }
+        assert_eq!(wins, 1, "{name}: exactly one racer wins");
+        assert_eq!(
+            s.history(agent("bot"), env("staging"), 10, None)
+                .await
+                .unwrap()
+                .len(),
+            2,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_snapshot_and_change_feed() {
+    let _pg = PG_LOCK.read().await;
+    for (name, s, url, _dir) in stores("conformance::tokens_snapshot_and_change_feed").await {
+        setup(&s, "bot", 1).await;
+        let start = s.revision().await.unwrap();
+        s.execute(deploy("bot", "staging", 1)).await.unwrap();
+        let m = mint().unwrap();
+        let created = s
+            .execute(Command::CreateToken {
+                agent: agent("bot"),
+                environment: env("staging"),
+                name: "ci".into(),
+                expires_at: None,
+                id: m.id.clone(),
+                hash: m.hash,
+            })
+            .await
+            .unwrap();
+        assert_eq!(created.changes.len(), 1, "{name}");
+        let revoked = s
+            .execute(Command::RevokeToken { id: m.id.clone() })
+            .await
+            .unwrap();
+        match &revoked.outcome {
+            Outcome::Token(t) => assert!(t.revoked_at.is_some()),
+            o => panic!("{o:?}"),
+        }
+        let listed = s.tokens(agent("bot"), env("staging")).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].hash, m.hash, "{name}: the hash round-trips");
+        assert!(listed[0].revoked_at.is_some());
+        let e = domain(
+            s.execute(Command::RevokeToken {
+                id: "tok_none".into(),
+            })
+            .await
+            .unwrap_err(),
+        );
+        assert!(matches!(e, DomainError::TokenNotFound(_)), "{name}");
+
+        let snap = s.snapshot().await.unwrap();
+        assert_eq!(snap.revision, s.revision().await.unwrap());
+        assert!(
+            snap.changes
+                .iter()
+                .any(|c| matches!(c, Change::Token(t) if t.id == m.id && t.revoked_at.is_some())),
+            "{name}"
+        );
+        assert!(
+            snap.changes
+                .iter()
+                .any(|c| matches!(c, Change::Route { version: Some(v), .. } if v.number == 1)),
+            "{name}"
+        );
+
+        let (changes, last) = s.changes_since(start).await.unwrap();
+        if url.is_some() {
+            assert_eq!(last, snap.revision, "{name}: the feed reaches the head");
+            assert!(changes.iter().any(|c| matches!(c, Change::Route { .. })));
+            assert!(changes
+                .iter()
+                .any(|c| matches!(c, Change::Token(t) if t.revoked_at.is_some())));
+            let (none, same) = s.changes_since(last).await.unwrap();
+            assert!(none.is_empty() && same == last);
+        } else {
+            assert!(changes.is_empty(), "a single-node store has no feed");
+        }
+    }
+}
