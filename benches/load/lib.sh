@@ -1,0 +1,122 @@
+# Shared helpers of the load comparison (sourced). Loopback only; scratch under
+# $BENCH_TMP. Adapted from the project's shared bench harness.
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH_DIR/../.." && pwd)"
+BENCH_TMP="${BENCH_TMP:-/tmp/switchyard-bench}"
+UPSTREAM_PORT=28080
+UPSTREAM_H2C_PORT=28090
+NGINX_PORT=28081
+NGINX_H2C_PORT=28083
+HYPER_PORT=28084
+GATEWAY_PORT=28085
+GATEWAY_ADMIN=28086
+NOMETRICS_PORT=28087
+NOMETRICS_ADMIN=28088
+ADMIN_TOKEN=bench-admin-token
+NGINX="${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}"
+HYPER_BIN="${HYPER_BIN:-/tmp/hypermin-bin/hyper-min}"
+GATEWAY_BIN="${GATEWAY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/switchyard}"
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+    local i
+    for i in $(seq 1 200); do
+        kill -0 "$2" 2>/dev/null || { log "pid $2 exited before port $1 opened"; return 1; }
+        port_open "$1" && return 0
+        sleep 0.05
+    done
+    log "port $1 did not open"; return 1
+}
+
+prepare() {
+    mkdir -p "$BENCH_TMP"/{logs,tmp,www,run,results,gw}
+    [ -s "$BENCH_TMP/www/16k" ] || head -c 16384 /dev/zero | tr '\0' 'x' > "$BENCH_TMP/www/16k"
+}
+
+start_nginx() { # NAME CONF PORT
+    "$NGINX" -p "$BENCH_TMP/" -c "$BENCH_DIR/$2" -t -q
+    "$NGINX" -p "$BENCH_TMP/" -c "$BENCH_DIR/$2" >"$BENCH_TMP/logs/$1.out" 2>&1 &
+    echo $! > "$BENCH_TMP/run/$1.pid"
+    wait_port "$3" "$!"
+}
+
+# start_gateway NAME PORT ADMIN_PORT METRICS(true|false)
+start_gateway() {
+    local dir="$BENCH_TMP/gw/$1"
+    rm -rf "$dir"; mkdir -p "$dir"
+    cat > "$dir/switchyard.toml" <<CONF
+listen = "127.0.0.1:$2"
+admin_listen = "127.0.0.1:$3"
+store = "sqlite://$dir/switchyard.db"
+[limits]
+upstream_idle_per_host = 1024
+[log]
+level = "warn"
+access_log = false
+[metrics]
+enabled = $4
+CONF
+    SWITCHYARD_ADMIN_TOKEN=$ADMIN_TOKEN "$GATEWAY_BIN" serve --config "$dir/switchyard.toml" >"$BENCH_TMP/logs/$1.out" 2>&1 &
+    echo $! > "$BENCH_TMP/run/$1.pid"
+    wait_port "$2" "$!"
+    local a="http://127.0.0.1:$3" h="authorization: Bearer $ADMIN_TOKEN"
+    curl -fsS -H "$h" -d '{"name":"bench"}' "$a/v1/agents" >/dev/null
+    curl -fsS -H "$h" -d "{\"upstreams\":[\"http://127.0.0.1:$UPSTREAM_PORT\"]}" "$a/v1/agents/bench/versions" >/dev/null
+    curl -fsS -H "$h" -d "{\"upstreams\":[\"http://127.0.0.1:$UPSTREAM_PORT\"],\"description\":\"v2\"}" "$a/v1/agents/bench/versions" >/dev/null
+    curl -fsS -H "$h" -d '{"version":"v1"}' "$a/v1/agents/bench/environments/staging/deploy" >/dev/null
+    curl -fsS -H "$h" -d '{}' "$a/v1/agents/bench/environments/staging/tokens" \
+        | sed -n 's/.*"token":"\([^"]*\)".*/\1/p' > "$BENCH_TMP/run/$1.token"
+}
+
+start_hyper() {
+    [ -x "$HYPER_BIN" ] || { log "no hyper peer at $HYPER_BIN (../shared/bench/build-hyper-peer.sh); skipping it"; return 1; }
+    local v=${HYPER_VARIANT:-tpc1-conn} client=legacy
+    case "-$v-" in *-conn-*) client=conn ;; esac
+    HYPER_LISTEN="127.0.0.1:$HYPER_PORT" HYPER_UPSTREAM="127.0.0.1:$UPSTREAM_PORT" HYPER_MODE="${v%%-*}" \
+        HYPER_CLIENT=$client "$HYPER_BIN" >"$BENCH_TMP/logs/hyper.out" 2>&1 &
+    echo $! > "$BENCH_TMP/run/hyper.pid"
+    wait_port "$HYPER_PORT" "$!"
+}
+
+stop_all() {
+    local f pid
+    for f in "$BENCH_TMP"/run/*.pid; do
+        [ -f "$f" ] || continue
+        pid=$(cat "$f")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+        kill -9 "$pid" 2>/dev/null || true
+        rm -f "$f"
+    done
+}
+
+# pids_of NAME: the processes doing the work (nginx: the workers)
+pids_of() {
+    local f="$BENCH_TMP/run/$1.pid"
+    [ -f "$f" ] || return 0
+    case $1 in
+        upstream|proxy-nginx) pgrep -P "$(cat "$f")" || true ;;
+        *) cat "$f" ;;
+    esac
+}
+
+cpu_ticks() {
+    local p t=0 v
+    for p in "$@"; do
+        v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null) || v=0
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
+to_ms() {
+    awk -v v="$1" 'BEGIN{
+        if (v ~ /us$/) { sub(/us$/,"",v); printf "%.3f", v/1000 }
+        else if (v ~ /ms$/) { sub(/ms$/,"",v); printf "%.3f", v }
+        else if (v ~ /s$/) { sub(/s$/,"",v); printf "%.3f", v*1000 }
+        else print "NA" }'
+}
