@@ -34,6 +34,9 @@ pub struct Config {
     pub admin_listen: String,
     /// `sqlite://PATH` or `postgres://…`.
     pub store: String,
+    /// Threads serving client traffic, each with its own runtime and upstream
+    /// connections; 0 = one per CPU.
+    pub workers: usize,
     /// A file holding the admin token (`SWITCHYARD_ADMIN_TOKEN` takes precedence).
     pub admin_token_file: Option<PathBuf>,
     pub tls: TlsConfig,
@@ -50,6 +53,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             admin_listen: "127.0.0.1:9901".into(),
             store: "sqlite://data/switchyard.db".into(),
+            workers: 0,
             admin_token_file: None,
             tls: TlsConfig::default(),
             environments: Pipeline::default()
@@ -195,6 +199,14 @@ impl Default for DemoConfig {
 }
 
 impl Config {
+    /// The number of client worker threads this config asks for.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
+
     /// Parses a TOML document; unknown keys and wrong types name the setting.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         toml::from_str::<Config>(text).map_err(|e| {
@@ -270,6 +282,9 @@ impl Config {
                 "limits.max_header_bytes",
                 "must be between 1024 and 1048576",
             ));
+        }
+        if self.workers > 1024 {
+            return Err(err("workers", "at most 1024 (0 = one per CPU)"));
         }
         if l.max_connections == 0 {
             return Err(err("limits.max_connections", "must be greater than 0"));

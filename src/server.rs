@@ -12,6 +12,7 @@ use crate::proxy::{ConnInfo, Proxy};
 use crate::routing::RoutingTable;
 use crate::store::Store;
 use crate::telemetry::Metrics;
+use crate::upstream::{set_worker, Pools};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,11 +23,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("listener: {0}")]
+    Io(std::io::Error),
     #[error("loading the state from the store: {0}")]
     Load(#[from] crate::store::Error),
     #[error("TLS: {0}")]
@@ -55,10 +58,11 @@ impl Gateway {
         } else {
             Metrics::disabled()
         });
+        let pools = Pools::new(config.worker_count(), config.limits.upstream_idle_per_host);
         Self {
+            table: Arc::new(RoutingTable::with(metrics, pools)),
             config,
             store,
-            table: Arc::new(RoutingTable::with_metrics(metrics)),
             admin_token,
         }
     }
@@ -98,22 +102,6 @@ pub fn tls_acceptor_from(
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
-fn client_builder(config: &Config) -> auto::Builder<TokioExecutor> {
-    let l = &config.limits;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(l.header_read_timeout())
-        .max_buf_size((l.max_header_bytes * 2).max(8192))
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .max_header_list_size(u32::try_from(l.max_header_bytes * 2).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(1024));
-    b
-}
 
 /// Serves until `shutdown` completes, then drains.
 pub async fn run(
@@ -205,43 +193,45 @@ pub async fn run(
         config.limits.clone(),
         config.log.access_log,
     ));
-    let client_builder = client_builder(&config);
-    let conns = Arc::new(Semaphore::new(config.limits.max_connections));
-    let make_proxy_service = |peer: std::net::SocketAddr, tls: bool| {
-        let proxy = Arc::clone(&proxy);
-        let conn = Arc::new(ConnInfo::new(peer, tls));
-        service_fn(move |req| {
-            let proxy = Arc::clone(&proxy);
-            let conn = Arc::clone(&conn);
-            async move { Ok::<_, Infallible>(proxy.handle(&conn, req).await) }
-        })
-    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let workers = config.worker_count();
+    let client = Arc::new(ClientSide {
+        proxy,
+        limits: config.limits.clone(),
+        conns: Arc::new(Semaphore::new(config.limits.max_connections)),
+        open: metrics.connections.clone(),
+    });
+    let mut finished = Vec::new();
     let serving = async {
         let _follower = AbortOnDrop(load.await?);
-        let plain = accept_loop(
-            listeners.client,
-            None,
-            &client_builder,
-            Arc::clone(&conns),
-            &graceful,
-            Some(metrics.connections.clone()),
-            make_proxy_service,
-        );
-        match listeners.tls {
-            Some((l, acceptor)) => {
-                let tls = accept_loop(
-                    l,
-                    Some(acceptor),
-                    &client_builder,
-                    Arc::clone(&conns),
-                    &graceful,
-                    Some(metrics.connections.clone()),
-                    make_proxy_service,
-                );
-                tokio::join!(plain, tls);
-            }
-            None => plain.await,
+        let plain = listeners.client.into_std().map_err(Error::Io)?;
+        let tls = match listeners.tls {
+            Some((l, a)) => Some((l.into_std().map_err(Error::Io)?, a)),
+            None => None,
+        };
+        for i in 0..workers {
+            let plain = plain.try_clone().map_err(Error::Io)?;
+            let tls = match &tls {
+                Some((l, a)) => Some((l.try_clone().map_err(Error::Io)?, a.clone())),
+                None => None,
+            };
+            let (client, stop) = (Arc::clone(&client), stop_rx.clone());
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            finished.push(done_rx);
+            std::thread::Builder::new()
+                .name(format!("switchyard-w{i}"))
+                .spawn(move || {
+                    set_worker(i);
+                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt.block_on(worker(plain, tls, client, stop)),
+                        Err(e) => tracing::error!(error.detail = %e, "worker runtime failed to start"),
+                    }
+                    let _ = done_tx.send(());
+                })
+                .map_err(Error::Io)?;
         }
+        tracing::info!(workers, "serving client traffic");
+        std::future::pending::<()>().await;
         Ok::<_, Error>(())
     };
 
@@ -252,14 +242,12 @@ pub async fn run(
     }
     upkeep.abort();
     let drain = config.limits.drain_timeout();
-    tracing::info!(
-        drain_ms = drain.as_millis() as u64,
-        "shutting down: no new connections, draining"
-    );
-    match tokio::time::timeout(drain, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("drained"),
-        Err(_) => tracing::warn!("drain deadline passed; closing the remaining connections"),
-    }
+    tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down: no new connections, draining");
+    let _ = stop_tx.send(true);
+    // workers drain within the deadline themselves; the admin listener alongside
+    let admin_drained = tokio::time::timeout(drain, graceful.shutdown());
+    let _ = tokio::join!(admin_drained, futures_util::future::join_all(finished));
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -367,4 +355,186 @@ impl Drop for AbortOnDrop {
             h.abort();
         }
     }
+}
+
+/// What every client worker shares.
+struct ClientSide {
+    proxy: Arc<Proxy>,
+    limits: crate::config::Limits,
+    conns: Arc<Semaphore>,
+    open: metrics::Gauge,
+}
+
+/// One client worker: accepts on its clones of the listeners, serves each
+/// connection on this thread, and on stop drains up to the deadline.
+async fn worker(
+    plain: std::net::TcpListener,
+    tls: Option<(std::net::TcpListener, TlsAcceptor)>,
+    side: Arc<ClientSide>,
+    stop: watch::Receiver<bool>,
+) {
+    let (active_tx, mut active_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let accept = async {
+        let plain = match TcpListener::from_std(plain) {
+            Ok(l) => l,
+            Err(e) => return tracing::error!(error.detail = %e, "listener unusable"),
+        };
+        let tls = tls.and_then(|(l, a)| TcpListener::from_std(l).ok().map(|l| (l, a)));
+        let plain_loop = accept_client(&plain, None, &side, &stop, &active_tx);
+        match &tls {
+            Some((l, a)) => {
+                tokio::join!(plain_loop, accept_client(l, Some(a), &side, &stop, &active_tx));
+            }
+            None => plain_loop.await,
+        }
+    };
+    let mut on_stop = stop.clone();
+    tokio::select! {
+        _ = accept => {}
+        _ = stopped(&mut on_stop) => {}
+    }
+    drop(active_tx);
+    // every connection holds a sender: recv() ends when the last one is gone
+    let _ = tokio::time::timeout(side.limits.drain_timeout(), active_rx.recv()).await;
+}
+
+async fn accept_client(
+    listener: &TcpListener,
+    tls: Option<&TlsAcceptor>,
+    side: &Arc<ClientSide>,
+    stop: &watch::Receiver<bool>,
+    active: &tokio::sync::mpsc::Sender<()>,
+) {
+    loop {
+        let Ok(permit) = Arc::clone(&side.conns).acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error.detail = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        side.open.increment(1.0);
+        let guard = (permit, OpenConnection(side.open.clone()), active.clone());
+        let (side, stop, tls) = (Arc::clone(side), stop.clone(), tls.cloned());
+        tokio::spawn(async move {
+            serve_client(stream, peer, tls, side, stop).await;
+            drop(guard);
+        });
+    }
+}
+
+/// Serves one client connection with the protocol it speaks: ALPN on TLS, the
+/// HTTP/2 connection preface on cleartext (prior knowledge), HTTP/1.1 otherwise.
+async fn serve_client(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    tls: Option<TlsAcceptor>,
+    side: Arc<ClientSide>,
+    stop: watch::Receiver<bool>,
+) {
+    let head_timeout = side.limits.header_read_timeout();
+    let proxy = Arc::clone(&side.proxy);
+    let info = Arc::new(ConnInfo::new(peer, tls.is_some()));
+    let service = service_fn(move |req| {
+        let (proxy, info) = (Arc::clone(&proxy), Arc::clone(&info));
+        async move { Ok::<_, Infallible>(proxy.handle(&info, req).await) }
+    });
+    match tls {
+        None => {
+            let h2 = match tokio::time::timeout(head_timeout, is_h2_preface(&stream)).await {
+                Ok(Ok(h2)) => h2,
+                _ => return,
+            };
+            serve_io(TokioIo::new(stream), h2, service, &side.limits, stop).await
+        }
+        Some(acceptor) => {
+            let Ok(Ok(s)) = tokio::time::timeout(head_timeout, acceptor.accept(stream)).await else {
+                return;
+            };
+            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_io(TokioIo::new(s), h2, service, &side.limits, stop).await
+        }
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Peeks at the first bytes: the HTTP/2 preface, or anything else (HTTP/1.1).
+async fn is_h2_preface(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // a prefix of the preface so far: give the rest a moment to arrive
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn serve_io<I, S, B>(
+    io: I,
+    h2: bool,
+    service: S,
+    limits: &crate::config::Limits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(Some(20))
+            .max_local_error_reset_streams(Some(1024));
+        let conn = b.serve_connection(io, service);
+        tokio::pin!(conn);
+        let r = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = r {
+            tracing::debug!(error.detail = %e, "h2 connection ended with an error");
+        }
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout())
+            .max_buf_size((limits.max_header_bytes * 2).max(8192))
+            .keep_alive(true);
+        let conn = b.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        let r = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = r {
+            tracing::debug!(error.detail = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Completes once the stop flag is set (the watch guard is not held across awaits).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }

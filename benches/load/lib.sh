@@ -52,6 +52,7 @@ start_gateway() {
 listen = "127.0.0.1:$2"
 admin_listen = "127.0.0.1:$3"
 store = "sqlite://$dir/switchyard.db"
+workers = ${GATEWAY_WORKERS:-1}
 [limits]
 upstream_idle_per_host = 1024
 [log]

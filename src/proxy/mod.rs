@@ -8,16 +8,15 @@
 //!
 //! Knows nothing of SQL or of the admin API; reads only the routing table.
 
-pub mod body;
 pub mod error;
 pub mod headers;
 
 use crate::config::Limits;
 use crate::domain::token::hash_token;
 use crate::envelope::{error_json, new_request_id, sane_request_id};
-use crate::routing::{Endpoint, Route, RoutingTable, Slot, Target};
+use crate::routing::{Route, RoutingTable, Slot, Target};
 use crate::telemetry::{Metrics, UpstreamErrorKind, AUTH_REASONS};
-use body::{ForwardBody, Limit};
+use crate::upstream::{BoxError, ConnectError, PooledBody};
 use bytes::Bytes;
 use error::ProxyError;
 use headers::*;
@@ -26,15 +25,13 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// What the client receives: the upstream's body streamed, or a gateway answer.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
 
 /// Facts about one client connection, computed once when it is accepted.
 #[derive(Debug, Clone)]
@@ -122,7 +119,7 @@ pub struct MeteredBody {
 
 impl http_body::Body for MeteredBody {
     type Data = Bytes;
-    type Error = body::BoxError;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
@@ -153,26 +150,14 @@ impl http_body::Body for MeteredBody {
 
 pub struct Proxy {
     table: Arc<RoutingTable>,
-    client: Client<HttpConnector, ForwardBody>,
     limits: Limits,
     access_log: bool,
 }
 
 impl Proxy {
     pub fn new(table: Arc<RoutingTable>, limits: Limits, access_log: bool) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(limits.upstream_connect_timeout()));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(limits.upstream_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         Self {
             table,
-            client,
             limits,
             access_log,
         }
@@ -307,7 +292,9 @@ impl Proxy {
             self.send(req, &route, target, trace).await
         };
         let upstream = upstream.map_err(|(e, kind)| {
-            route.metrics.upstream_error(kind);
+            if kind != UpstreamErrorKind::Connect {
+                route.metrics.upstream_error(kind);
+            }
             e
         })?;
         route.metrics.first_byte.record(trace.started.elapsed());
@@ -322,15 +309,18 @@ impl Proxy {
         Ok(Response::from_parts(parts, Either::Left(body)))
     }
 
-    /// Sends the request to the version's upstreams: round robin, moving on to the
-    /// next when one refuses the connection, within one response-head deadline.
+    /// Sends the request to the version's upstreams: round robin, a pooled keep-alive
+    /// connection or a new one, moving on to the next endpoint when one refuses the
+    /// connection, all within one response-head deadline. The request is only handed
+    /// over once a connection is open, so a refusal never costs the body.
     async fn send(
         &self,
         req: Request<Incoming>,
         route: &Route,
         target: &Target,
         trace: &mut Trace,
-    ) -> Result<Response<Incoming>, (ProxyError, UpstreamErrorKind)> {
+    ) -> Result<Response<PooledBody>, (ProxyError, UpstreamErrorKind)> {
+        use UpstreamErrorKind as K;
         let deadline = trace.started + self.limits.upstream_response_timeout();
         let (mut parts, body) = req.into_parts();
         let pq = parts
@@ -338,83 +328,65 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(pq);
         parts.version = Version::HTTP_11;
-        let body: Limit = Limited::new(body, clamp_usize(self.limits.max_body_bytes));
+        let mut req = Request::from_parts(parts, Limited::new(body, clamp_usize(self.limits.max_body_bytes)));
         let n = target.endpoints.len();
         let first = target.first_endpoint();
-        fn protocol<E>(_: E) -> (ProxyError, UpstreamErrorKind) {
-            (ProxyError::BadRequest, UpstreamErrorKind::Protocol)
-        }
-
-        if n == 1 {
-            let ep = &target.endpoints[0];
-            parts.uri = upstream_uri(ep, pq).map_err(protocol)?;
-            trace.upstream = Some(Arc::clone(&ep.addr));
-            let req = Request::from_parts(parts, ForwardBody::Direct(body));
-            return self
-                .call(req, deadline, ep)
-                .await
-                .map_err(|(e, k, _)| (e, k));
-        }
-
-        let shared = Arc::new(Mutex::new(Some(body)));
-        let mut last = (ProxyError::UpstreamUnavailable, UpstreamErrorKind::Connect);
+        let mut last = (ProxyError::UpstreamUnavailable, K::Connect);
         for i in 0..n {
             let ep = &target.endpoints[(first + i) % n];
             trace.upstream = Some(Arc::clone(&ep.addr));
-            let mut b = Request::builder()
-                .method(parts.method.clone())
-                .uri(upstream_uri(ep, pq.clone()).map_err(protocol)?)
-                .version(Version::HTTP_11);
-            if let Some(h) = b.headers_mut() {
-                h.clone_from(&parts.headers);
-            }
-            let req = b
-                .body(ForwardBody::Reclaimable(Arc::clone(&shared)))
-                .map_err(protocol)?;
-            match self.call(req, deadline, ep).await {
-                Ok(r) => return Ok(r),
-                Err((e, kind, true)) if ForwardBody::untouched(&shared) => {
-                    // counted here: the client sees only the last failure
-                    route.metrics.upstream_error(kind);
-                    last = (e, kind);
+            req.headers_mut().insert(HOST, ep.pool.host.clone());
+            loop {
+                let (mut sender, fresh) = match ep.pool.checkout() {
+                    Some(s) => (s, false),
+                    None => {
+                        let connect = ep.pool.connect(self.limits.upstream_connect_timeout());
+                        match tokio::time::timeout_at(deadline.into(), connect).await {
+                            Ok(Ok(s)) => (s, true),
+                            Ok(Err(e)) => {
+                                tracing::warn!(upstream.addr = %ep.addr, error.kind = "connect", error.detail = %e, "upstream connection failed");
+                                route.metrics.upstream_error(K::Connect);
+                                last = match e {
+                                    ConnectError::Timeout => (ProxyError::UpstreamTimeout, K::Connect),
+                                    _ => (ProxyError::UpstreamUnavailable, K::Connect),
+                                };
+                                break;
+                            }
+                            Err(_) => return Err((ProxyError::UpstreamTimeout, K::Timeout)),
+                        }
+                    }
+                };
+                match tokio::time::timeout_at(deadline.into(), sender.try_send_request(req)).await {
+                    Ok(Ok(resp)) => {
+                        let pool = Arc::clone(&ep.pool);
+                        return Ok(resp.map(|b| PooledBody::new(b, sender, pool)));
+                    }
+                    Ok(Err(mut e)) => match e.take_message() {
+                        // an idle connection that the upstream had closed: a new one
+                        Some(back) if !fresh => req = back,
+                        Some(back) => {
+                            req = back;
+                            route.metrics.upstream_error(K::Reset);
+                            last = (ProxyError::UpstreamUnavailable, K::Reset);
+                            break;
+                        }
+                        None => {
+                            let (err, kind) = classify_upstream_error(e.error());
+                            tracing::warn!(upstream.addr = %ep.addr, error.kind = kind.as_str(), error.detail = %error_chain(e.error()), "upstream call failed");
+                            return Err((err, kind));
+                        }
+                    },
+                    Err(_) => {
+                        tracing::warn!(upstream.addr = %ep.addr, error.kind = "timeout", "upstream did not answer in time");
+                        return Err((ProxyError::UpstreamTimeout, K::Timeout));
+                    }
                 }
-                Err((e, kind, _)) => return Err((e, kind)),
             }
         }
+        // the last failure was counted where it happened
         Err(last)
-    }
-
-    /// One upstream call. The flag says whether the connection itself failed (so the
-    /// request never reached the upstream and another one may be tried).
-    async fn call(
-        &self,
-        req: Request<ForwardBody>,
-        deadline: Instant,
-        ep: &Endpoint,
-    ) -> Result<Response<Incoming>, (ProxyError, UpstreamErrorKind, bool)> {
-        match tokio::time::timeout_at(deadline.into(), self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => {
-                let connect = e.is_connect();
-                let (err, kind) = classify_upstream_error(&e);
-                tracing::warn!(
-                    upstream.addr = %ep.addr,
-                    error.kind = kind.as_str(),
-                    error.detail = %error_chain(&e),
-                    "upstream call failed"
-                );
-                Err((err, kind, connect))
-            }
-            Err(_) => {
-                tracing::warn!(upstream.addr = %ep.addr, error.kind = "timeout", "upstream did not answer in time");
-                Err((
-                    ProxyError::UpstreamTimeout,
-                    UpstreamErrorKind::Timeout,
-                    false,
-                ))
-            }
-        }
     }
 
     /// A WebSocket handshake: a dedicated upstream connection with upgrades; after a
@@ -424,7 +396,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         target: &Target,
         trace: &mut Trace,
-    ) -> Result<Response<Incoming>, (ProxyError, UpstreamErrorKind)> {
+    ) -> Result<Response<PooledBody>, (ProxyError, UpstreamErrorKind)> {
         use UpstreamErrorKind as K;
         let client_upgrade = hyper::upgrade::on(&mut req);
         let ep = &target.endpoints[target.first_endpoint()];
@@ -436,9 +408,9 @@ impl Proxy {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::warn!(upstream.addr = %ep.addr, error.detail = %e, "websocket upstream refused");
-                return Err((ProxyError::UpstreamUnavailable, K::Connect));
+                return Err((ProxyError::UpstreamUnavailable, K::Reset));
             }
-            Err(_) => return Err((ProxyError::UpstreamTimeout, K::Connect)),
+            Err(_) => return Err((ProxyError::UpstreamTimeout, K::Timeout)),
         };
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -477,20 +449,12 @@ impl Proxy {
                         .await;
             });
         }
-        Ok(resp)
+        Ok(resp.map(PooledBody::unpooled))
     }
 }
 
 fn clamp_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
-}
-
-fn upstream_uri(ep: &Endpoint, pq: PathAndQuery) -> Result<Uri, ProxyError> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(ep.scheme.clone());
-    parts.authority = Some(ep.authority.clone());
-    parts.path_and_query = Some(pq);
-    Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest)
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
@@ -518,40 +482,23 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Maps an upstream failure to what the client is told and the metric's kind.
-fn classify_upstream_error(
-    e: &hyper_util::client::legacy::Error,
-) -> (ProxyError, UpstreamErrorKind) {
-    let connect = e.is_connect();
+fn classify_upstream_error(e: &hyper::Error) -> (ProxyError, UpstreamErrorKind) {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
         if c.is::<http_body_util::LengthLimitError>() {
             return (ProxyError::BodyTooLarge, UpstreamErrorKind::Protocol);
         }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return (
-                    ProxyError::UpstreamTimeout,
-                    if connect {
-                        UpstreamErrorKind::Connect
-                    } else {
-                        UpstreamErrorKind::Timeout
-                    },
-                );
-            }
-        }
         if let Some(h) = c.downcast_ref::<hyper::Error>() {
             if h.is_parse() || h.is_parse_status() {
                 return (ProxyError::UpstreamUnavailable, UpstreamErrorKind::Protocol);
             }
+            if h.is_timeout() {
+                return (ProxyError::UpstreamTimeout, UpstreamErrorKind::Timeout);
+            }
         }
         cur = c.source();
     }
-    let kind = if connect {
-        UpstreamErrorKind::Connect
-    } else {
-        UpstreamErrorKind::Reset
-    };
-    (ProxyError::UpstreamUnavailable, kind)
+    (ProxyError::UpstreamUnavailable, UpstreamErrorKind::Reset)
 }
 
 /// The envelope for a gateway-made answer.

@@ -16,6 +16,7 @@ use crate::domain::{
     now_ms, AgentName, Change, EnvName, Millis, TokenHash, TokenRecord, Version, VersionState,
 };
 use crate::telemetry::{Metrics, RouteMetrics};
+use crate::upstream::{Pools, UpstreamPool};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use http::uri::{Authority, Scheme};
@@ -30,6 +31,8 @@ pub struct Endpoint {
     pub authority: Authority,
     /// `host:port`, for logs.
     pub addr: Arc<str>,
+    /// The keep-alive connections to this address (shared by every route naming it).
+    pub pool: Arc<UpstreamPool>,
 }
 
 /// The version a slot routes to, with everything the proxy needs pre-built.
@@ -45,7 +48,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn from_version(v: &Version) -> Self {
+    fn from_version(v: &Version, pools: &Pools) -> Self {
         let endpoints = v
             .upstreams
             .iter()
@@ -55,6 +58,7 @@ impl Target {
                 Some(Endpoint {
                     scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
                     addr: Arc::from(authority.as_str()),
+                    pool: pools.get(&authority),
                     authority,
                 })
             })
@@ -170,6 +174,7 @@ pub enum AuthError {
 #[derive(Debug)]
 pub struct RoutingTable {
     metrics: Arc<Metrics>,
+    pools: Pools,
     slots: DashMap<(AgentName, EnvName), Arc<Slot>>,
     tokens: DashMap<TokenHash, Arc<TokenEntry>>,
     /// Highest store revision applied.
@@ -190,8 +195,14 @@ impl RoutingTable {
     }
 
     pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
+        Self::with(metrics, Pools::default())
+    }
+
+    /// A table whose routes record into `metrics` and connect through `pools`.
+    pub fn with(metrics: Arc<Metrics>, pools: Pools) -> Self {
         Self {
             metrics,
+            pools,
             slots: DashMap::new(),
             tokens: DashMap::new(),
             revision: AtomicU64::new(0),
@@ -267,7 +278,7 @@ impl RoutingTable {
                 );
                 self.slot(agent, environment).install(Route {
                     revision: *revision,
-                    target: version.as_ref().map(Target::from_version),
+                    target: version.as_ref().map(|v| Target::from_version(v, &self.pools)),
                     metrics,
                 });
                 self.note_revision(*revision);
