@@ -12,7 +12,10 @@ use switchyard::domain::token::hash_token;
 use switchyard::domain::{AgentName, Change, EnvName, TokenRecord, VersionSpec};
 use switchyard::routing::RoutingTable;
 
-fn build(n: usize) -> (RoutingTable, Vec<String>, Vec<(AgentName, EnvName)>) {
+/// Tokens as a request holds them: 68 contiguous bytes each.
+type Secret = [u8; 68];
+
+fn build(n: usize) -> (RoutingTable, Vec<Secret>, Vec<(AgentName, EnvName)>) {
     let table = RoutingTable::new();
     let envs: Vec<EnvName> = ["sandbox", "staging", "production"]
         .iter()
@@ -40,7 +43,7 @@ fn build(n: usize) -> (RoutingTable, Vec<String>, Vec<(AgentName, EnvName)>) {
     }
     let mut tokens = Vec::with_capacity(n);
     for i in 0..n {
-        let secret = format!("swy_{i:064x}");
+        let secret = format!("swy_{:064x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let (agent, env) = &slots[i % slots.len()];
         table.apply(&Change::Token(TokenRecord {
             id: format!("tok_{i}"),
@@ -52,11 +55,15 @@ fn build(n: usize) -> (RoutingTable, Vec<String>, Vec<(AgentName, EnvName)>) {
             revoked_at: None,
             hash: hash_token(secret.as_bytes()),
         }));
-        tokens.push(secret);
+        let mut b = [0u8; 68];
+        b.copy_from_slice(secret.as_bytes());
+        tokens.push(b);
     }
     (table, tokens, slots)
 }
 
+/// Token → live route, uniformly at random over all N tokens: every lookup a cache miss
+/// once N outgrows the caches.
 fn resolve(c: &mut Criterion) {
     let mut g = c.benchmark_group("resolve");
     for n in [1_000usize, 100_000, 1_000_000] {
@@ -65,7 +72,7 @@ fn resolve(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
                 i = (i + 7919) % tokens.len();
-                let hash = hash_token(tokens[i].as_bytes());
+                let hash = hash_token(&tokens[i]);
                 let slot = table.authenticate(&hash).expect("known token");
                 let route = slot.route();
                 black_box(route.target.as_ref().map(|t| t.first_endpoint()));
@@ -75,20 +82,46 @@ fn resolve(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same lookup with 1,000 active tokens spread over a table of N: what the size of
+/// the table costs when the working set stays the same.
+fn resolve_active(c: &mut Criterion) {
+    let mut g = c.benchmark_group("resolve_1k_active");
+    for n in [1_000usize, 100_000, 1_000_000] {
+        let (table, tokens, _) = build(n);
+        let active: Vec<Secret> = (0..1000).map(|k| tokens[(k * 7919) % n]).collect();
+        let mut i = 0usize;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % active.len();
+                let hash = hash_token(&active[i]);
+                let slot = table.authenticate(&hash).expect("known token");
+                let route = slot.route();
+                black_box(route.target.as_ref().map(|t| t.first_endpoint()));
+            })
+        });
+    }
+    g.finish();
+}
+
+fn versions_for(agent: &AgentName) -> Vec<switchyard::domain::Version> {
+    (1..=2)
+        .map(|v| {
+            VersionSpec {
+                upstreams: vec![format!("http://127.0.0.1:{}", 2000 + v)],
+                ..Default::default()
+            }
+            .build(agent.clone(), v, "bench".into(), 0)
+            .expect("version")
+        })
+        .collect()
+}
+
+/// A pointer swap of a slot picked uniformly at random among all of them.
 fn swap(c: &mut Criterion) {
     let mut g = c.benchmark_group("swap");
     for n in [1_000usize, 100_000, 1_000_000] {
         let (table, _, slots) = build(n);
-        let versions: Vec<_> = (1..=2)
-            .map(|v| {
-                VersionSpec {
-                    upstreams: vec![format!("http://127.0.0.1:{}", 2000 + v)],
-                    ..Default::default()
-                }
-                .build(slots[0].0.clone(), v, "bench".into(), 0)
-                .expect("version")
-            })
-            .collect();
+        let versions = versions_for(&slots[0].0);
         let mut rev = 1u64;
         let mut i = 0usize;
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
@@ -108,5 +141,31 @@ fn swap(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, resolve, swap);
+/// The same swap over 1,000 active slots spread across a table of N.
+fn swap_active(c: &mut Criterion) {
+    let mut g = c.benchmark_group("swap_1k_active");
+    for n in [1_000usize, 100_000, 1_000_000] {
+        let (table, _, slots) = build(n);
+        let versions = versions_for(&slots[0].0);
+        let active: Vec<_> = (0..1000).map(|k| slots[(k * 7919) % slots.len()].clone()).collect();
+        let mut rev = 1u64;
+        let mut i = 0usize;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                rev += 1;
+                i = (i + 1) % active.len();
+                let (agent, env) = &active[i];
+                table.apply(&Change::Route {
+                    agent: agent.clone(),
+                    environment: env.clone(),
+                    revision: rev,
+                    version: Some(versions[(rev % 2) as usize].clone()),
+                });
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, resolve, resolve_active, swap, swap_active);
 criterion_main!(benches);

@@ -273,6 +273,7 @@ impl Proxy {
         };
         let h = req.headers_mut();
         strip_hop_by_hop(h, websocket);
+        h.reserve(10); // what we add below, in one growth
         h.remove(AUTHORIZATION);
         h.remove(HOST);
         h.insert(X_FORWARDED_FOR, conn.forwarded_for.clone());
@@ -287,7 +288,8 @@ impl Proxy {
         h.insert(X_SWITCHYARD_VERSION, target.label.clone());
 
         let upstream = if websocket {
-            self.websocket(req, target, trace).await
+            // boxed: the rare path must not grow every request's future
+            Box::pin(self.websocket(req, target, trace)).await
         } else {
             self.send(req, &route, target, trace).await
         };
@@ -342,7 +344,8 @@ impl Proxy {
                 let (mut sender, fresh) = match ep.pool.checkout() {
                     Some(s) => (s, false),
                     None => {
-                        let connect = ep.pool.connect(self.limits.upstream_connect_timeout());
+                        // boxed: opening connections is rare with a warm pool
+                        let connect = Box::pin(ep.pool.connect(self.limits.upstream_connect_timeout()));
                         match tokio::time::timeout_at(deadline.into(), connect).await {
                             Ok(Ok(s)) => (s, true),
                             Ok(Err(e)) => {

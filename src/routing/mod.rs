@@ -153,13 +153,47 @@ impl Slot {
     }
 }
 
-/// A token as the data plane knows it.
-#[derive(Debug)]
+/// A token as the data plane knows it. Stored inline in the index, so authenticating
+/// touches the index bucket and then the slot, nothing in between.
+#[derive(Debug, Clone)]
 pub struct TokenEntry {
-    pub id: String,
     pub slot: Arc<Slot>,
     pub expires_at: Option<Millis>,
     pub revoked: bool,
+}
+
+/// Hashes a token index key. The keys are SHA-256 digests, already uniform, so their
+/// first eight bytes are the hash; only tokens the gateway minted are ever inserted,
+/// so a client choosing what to present cannot crowd a bucket.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(b);
+    }
+}
+
+type DigestMap<V> = DashMap<TokenHash, V, std::hash::BuildHasherDefault<DigestHasher>>;
+
+/// The key of a slot: `agent/environment` (neither name can contain `/`).
+fn slot_key<'a>(buf: &'a mut [u8; 128], agent: &AgentName, env: &EnvName) -> &'a str {
+    let (a, e) = (agent.as_str().as_bytes(), env.as_str().as_bytes());
+    let n = a.len() + 1 + e.len();
+    if n > buf.len() {
+        return "";
+    }
+    buf[..a.len()].copy_from_slice(a);
+    buf[a.len()] = b'/';
+    buf[a.len() + 1..n].copy_from_slice(e);
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
 /// Why a presented token does not let a request through.
@@ -175,8 +209,8 @@ pub enum AuthError {
 pub struct RoutingTable {
     metrics: Arc<Metrics>,
     pools: Pools,
-    slots: DashMap<(AgentName, EnvName), Arc<Slot>>,
-    tokens: DashMap<TokenHash, Arc<TokenEntry>>,
+    slots: DashMap<String, Arc<Slot>>,
+    tokens: DigestMap<TokenEntry>,
     /// Highest store revision applied.
     revision: AtomicU64,
     /// The change feed's revision this table has applied, in order (fleet nodes).
@@ -204,7 +238,7 @@ impl RoutingTable {
             metrics,
             pools,
             slots: DashMap::new(),
-            tokens: DashMap::new(),
+            tokens: DigestMap::default(),
             revision: AtomicU64::new(0),
             feed_revision: AtomicU64::new(0),
         }
@@ -226,29 +260,29 @@ impl RoutingTable {
 
     /// Authenticates a token hash and returns its slot. The caller loads the route.
     pub fn authenticate(&self, hash: &TokenHash) -> Result<Arc<Slot>, AuthError> {
-        let entry = match self.tokens.get(hash) {
-            Some(e) => Arc::clone(e.value()),
+        let (slot, expires_at) = match self.tokens.get(hash) {
+            Some(e) if e.revoked => return Err(AuthError::Revoked),
+            Some(e) => (Arc::clone(&e.slot), e.expires_at),
             None => return Err(AuthError::Unknown),
         };
-        if entry.revoked {
-            return Err(AuthError::Revoked);
-        }
-        if let Some(exp) = entry.expires_at {
+        if let Some(exp) = expires_at {
             if now_ms() >= exp {
                 return Err(AuthError::Expired);
             }
         }
-        Ok(Arc::clone(&entry.slot))
+        Ok(slot)
     }
 
     /// The slot of (agent, environment), created empty if needed.
     pub fn slot(&self, agent: &AgentName, environment: &EnvName) -> Arc<Slot> {
-        if let Some(s) = self.slots.get(&(agent.clone(), environment.clone())) {
+        let mut buf = [0u8; 128];
+        let key = slot_key(&mut buf, agent, environment);
+        if let Some(s) = self.slots.get(key) {
             return Arc::clone(s.value());
         }
         Arc::clone(
             self.slots
-                .entry((agent.clone(), environment.clone()))
+                .entry(key.to_owned())
                 .or_insert_with(|| Arc::new(Slot::new(agent.clone(), environment.clone())))
                 .value(),
         )
@@ -256,8 +290,9 @@ impl RoutingTable {
 
     /// The slot of (agent, environment) if it exists.
     pub fn find_slot(&self, agent: &AgentName, environment: &EnvName) -> Option<Arc<Slot>> {
+        let mut buf = [0u8; 128];
         self.slots
-            .get(&(agent.clone(), environment.clone()))
+            .get(slot_key(&mut buf, agent, environment))
             .map(|s| Arc::clone(s.value()))
     }
 
@@ -289,12 +324,11 @@ impl RoutingTable {
 
     fn put_token(&self, t: &TokenRecord) {
         let entry = TokenEntry {
-            id: t.id.clone(),
             slot: self.slot(&t.agent, &t.environment),
             expires_at: t.expires_at,
             revoked: t.revoked_at.is_some(),
         };
-        self.tokens.insert(t.hash, Arc::new(entry));
+        self.tokens.insert(t.hash, entry);
     }
 
     /// Records that the table reflects the store up to `revision`.

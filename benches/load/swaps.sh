@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Swaps under load: wrk at 32 connections against Switchyard, once alone and once while
+# an admin loop moves the pointer (deploy v2 / roll back to v1) RATE times a second.
+# Alternates the two kinds of run REPS times; prints throughput of each, the ratio,
+# non-2xx responses and socket errors, and the admin move latency.
+#
+#   bash benches/load/swaps.sh        (DURATION=20 REPS=3 RATE=60 CONNS=32)
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+DURATION=${DURATION:-20}; REPS=${REPS:-3}; RATE=${RATE:-60}; CONNS=${CONNS:-32}
+command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk nginx"; exit 1; }
+(cd "$ROOT" && cargo build --release --quiet && cargo bench --bench swaps --no-run --quiet 2>/dev/null)
+SWAPS_BIN=$(ls -t "${CARGO_TARGET_DIR:-$ROOT/target}"/release/deps/swaps-* | grep -v '\.d$' | head -1)
+prepare; trap stop_all EXIT; stop_all
+start_nginx upstream upstream.conf "$UPSTREAM_PORT"
+start_gateway gateway "$GATEWAY_PORT" "$GATEWAY_ADMIN" true
+HDR="Authorization: Bearer $(cat "$BENCH_TMP/run/gateway.token")"
+URL="http://127.0.0.1:$GATEWAY_PORT/"
+wrk -t1 -c"$CONNS" -d2s -H "$HDR" "$URL" >/dev/null
+OUT="$BENCH_TMP/results/swaps-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
+for rep in $(seq 1 "$REPS"); do
+    wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$HDR" "$URL" > "$OUT/still_$rep.txt" 2>&1
+    ADMIN=127.0.0.1:$GATEWAY_ADMIN TOKEN=$ADMIN_TOKEN RATE=$RATE SECONDS=$DURATION "$SWAPS_BIN" > "$OUT/moves_$rep.txt" 2>&1 &
+    mover=$!
+    wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$HDR" "$URL" > "$OUT/moving_$rep.txt" 2>&1
+    wait "$mover"
+    for k in still moving; do
+        f="$OUT/${k}_$rep.txt"
+        printf '%s rep %s: %s req/s; %s\n' "$k" "$rep" "$(awk '/Requests\/sec:/{print $2}' "$f")" \
+            "$(awk '/Socket errors|Non-2xx/{gsub(/^ +/,""); printf "%s; ", $0} END{if(!NR)print ""}' "$f")"
+    done
+    cat "$OUT/moves_$rep.txt"
+done | tee "$OUT/summary.txt"
+awk '/^still/{s[++a]=$4} /^moving/{m[++b]=$4} /non-2xx|Non-2xx|Socket errors/{bad=1}
+  END{ for(i=1;i<=a;i++) printf "rep %d: moving/still = %.3f\n", i, m[i]/s[i]; if(!bad) print "no socket errors, no non-2xx responses" }' "$OUT/summary.txt" | tee -a "$OUT/summary.txt"
