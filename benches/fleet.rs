@@ -43,9 +43,22 @@ async fn start(store_url: &str) -> Node {
     let gw = Gateway::new(config, store, TOKEN.into());
     let table = Arc::clone(&gw.table);
     tokio::spawn(async move {
-        run(gw, Listeners { client, admin, tls: None }, std::future::pending()).await.unwrap();
+        run(
+            gw,
+            Listeners {
+                client,
+                admin,
+                tls: None,
+            },
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
     });
-    let node = Node { admin: admin_addr, table };
+    let node = Node {
+        admin: admin_addr,
+        table,
+    };
     for _ in 0..500 {
         if call(node.admin, "GET", "/readyz", None).await.0 == 200 {
             return node;
@@ -65,7 +78,9 @@ async fn call(admin: SocketAddr, method: &str, path: &str, body: Option<Value>) 
         .method(method)
         .uri(format!("http://{admin}{path}"))
         .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(body.map(|b| Bytes::from(b.to_string())).unwrap_or_default()))
+        .body(Full::new(
+            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+        ))
         .unwrap();
     let resp = client.request(req).await.unwrap();
     let status = resp.status().as_u16();
@@ -76,7 +91,13 @@ async fn call(admin: SocketAddr, method: &str, path: &str, body: Option<Value>) 
 async fn seed(a: &Node) {
     call(a.admin, "POST", "/v1/agents", Some(json!({"name": "bot"}))).await;
     for port in [9001, 9002] {
-        let (s, _) = call(a.admin, "POST", "/v1/agents/bot/versions", Some(json!({"upstreams": [format!("http://127.0.0.1:{port}")]}))).await;
+        let (s, _) = call(
+            a.admin,
+            "POST",
+            "/v1/agents/bot/versions",
+            Some(json!({"upstreams": [format!("http://127.0.0.1:{port}")]})),
+        )
+        .await;
         assert_eq!(s, 201);
     }
 }
@@ -101,13 +122,22 @@ fn summary(name: &str, mut v: Vec<f64>) {
 /// and, for each follower, the time from A's 200 until its table routes to the new
 /// version.
 async fn moves(a: &Node, followers: &[&Node], moves: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
-    let (agent, env) = (AgentName::parse("a", "bot").unwrap(), EnvName::parse("e", "staging").unwrap());
+    let (agent, env) = (
+        AgentName::parse("a", "bot").unwrap(),
+        EnvName::parse("e", "staging").unwrap(),
+    );
     let mut admin = Vec::with_capacity(moves);
     let mut seen = vec![Vec::with_capacity(moves); followers.len()];
     for i in 0..moves {
         let v = (i % 2 + 1) as u32;
         let t0 = Instant::now();
-        let (s, b) = call(a.admin, "POST", "/v1/agents/bot/environments/staging/deploy", Some(json!({"version": format!("v{v}")}))).await;
+        let (s, b) = call(
+            a.admin,
+            "POST",
+            "/v1/agents/bot/environments/staging/deploy",
+            Some(json!({"version": format!("v{v}")})),
+        )
+        .await;
         assert_eq!(s, 200, "{b}");
         let acked = Instant::now();
         admin.push((acked - t0).as_secs_f64() * 1e3);
@@ -136,8 +166,14 @@ async fn moves(a: &Node, followers: &[&Node], moves: usize) -> (Vec<f64>, Vec<Ve
 }
 
 fn main() {
-    let n: usize = std::env::var("MOVES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let n: usize = std::env::var("MOVES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let Ok(base) = std::env::var("SWITCHYARD_BENCH_POSTGRES_URL") else {
             eprintln!("set SWITCHYARD_BENCH_POSTGRES_URL=postgres://user@127.0.0.1:PORT/postgres to run the fleet figures");

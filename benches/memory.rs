@@ -10,7 +10,11 @@ use switchyard::routing::RoutingTable;
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -45,7 +49,10 @@ fn main() {
         let slot = i % (AGENTS * 3);
         let agent = AgentName::parse("a", &format!("agent-{:06}", slot / 3)).unwrap();
         let env = &envs[slot % 3];
-        let secret = format!("swy_{:064x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let secret = format!(
+            "swy_{:064x}",
+            (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        );
         table.apply(&Change::Token(TokenRecord {
             id: format!("tok_{i:016x}"),
             agent,

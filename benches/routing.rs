@@ -43,7 +43,10 @@ fn build(n: usize) -> (RoutingTable, Vec<Secret>, Vec<(AgentName, EnvName)>) {
     }
     let mut tokens = Vec::with_capacity(n);
     for i in 0..n {
-        let secret = format!("swy_{:064x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let secret = format!(
+            "swy_{:064x}",
+            (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        );
         let (agent, env) = &slots[i % slots.len()];
         table.apply(&Change::Token(TokenRecord {
             id: format!("tok_{i}"),
@@ -147,7 +150,9 @@ fn swap_active(c: &mut Criterion) {
     for n in [1_000usize, 100_000, 1_000_000] {
         let (table, _, slots) = build(n);
         let versions = versions_for(&slots[0].0);
-        let active: Vec<_> = (0..1000).map(|k| slots[(k * 7919) % slots.len()].clone()).collect();
+        let active: Vec<_> = (0..1000)
+            .map(|k| slots[(k * 7919) % slots.len()].clone())
+            .collect();
         let mut rev = 1u64;
         let mut i = 0usize;
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {

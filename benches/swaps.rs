@@ -22,7 +22,10 @@ fn main() {
     let (agent, environment) = (env("AGENT", "bench"), env("ENV", "staging"));
     let rate: f64 = env("RATE", "60").parse().unwrap();
     let seconds: f64 = env("SECONDS", "20").parse().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let period = Duration::from_secs_f64(1.0 / rate);

@@ -264,7 +264,11 @@ fn main() {
 
 fn runtime(multi: bool) -> Result<tokio::runtime::Runtime> {
     let mut b = if multi {
-        tokio::runtime::Builder::new_multi_thread()
+        // the control plane (admin API, store, change feed) runs here; client traffic
+        // has worker threads of its own
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(1).thread_name("switchyard-control");
+        b
     } else {
         tokio::runtime::Builder::new_current_thread()
     };

@@ -102,7 +102,6 @@ pub fn tls_acceptor_from(
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
-
 /// Serves until `shutdown` completes, then drains.
 pub async fn run(
     gw: Gateway,
@@ -222,9 +221,14 @@ pub async fn run(
                 .name(format!("switchyard-w{i}"))
                 .spawn(move || {
                     set_worker(i);
-                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
                         Ok(rt) => rt.block_on(worker(plain, tls, client, stop)),
-                        Err(e) => tracing::error!(error.detail = %e, "worker runtime failed to start"),
+                        Err(e) => {
+                            tracing::error!(error.detail = %e, "worker runtime failed to start")
+                        }
                     }
                     let _ = done_tx.send(());
                 })
@@ -242,7 +246,10 @@ pub async fn run(
     }
     upkeep.abort();
     let drain = config.limits.drain_timeout();
-    tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down: no new connections, draining");
+    tracing::info!(
+        drain_ms = drain.as_millis() as u64,
+        "shutting down: no new connections, draining"
+    );
     let _ = stop_tx.send(true);
     // workers drain within the deadline themselves; the admin listener alongside
     let admin_drained = tokio::time::timeout(drain, graceful.shutdown());
@@ -383,7 +390,10 @@ async fn worker(
         let plain_loop = accept_client(&plain, None, &side, &stop, &active_tx);
         match &tls {
             Some((l, a)) => {
-                tokio::join!(plain_loop, accept_client(l, Some(a), &side, &stop, &active_tx));
+                tokio::join!(
+                    plain_loop,
+                    accept_client(l, Some(a), &side, &stop, &active_tx)
+                );
             }
             None => plain_loop.await,
         }
@@ -453,7 +463,8 @@ async fn serve_client(
             serve_io(TokioIo::new(stream), h2, service, &side.limits, stop).await
         }
         Some(acceptor) => {
-            let Ok(Ok(s)) = tokio::time::timeout(head_timeout, acceptor.accept(stream)).await else {
+            let Ok(Ok(s)) = tokio::time::timeout(head_timeout, acceptor.accept(stream)).await
+            else {
                 return;
             };
             let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");

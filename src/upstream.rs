@@ -84,7 +84,9 @@ impl UpstreamPool {
             host: HeaderValue::from_str(authority.as_str())
                 .unwrap_or_else(|_| HeaderValue::from_static("upstream")),
             authority,
-            idle: (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            idle: (0..workers.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             max_idle,
         }
     }
@@ -118,8 +120,13 @@ impl UpstreamPool {
 
     /// Opens a new connection, driven by the current runtime.
     pub async fn connect(&self, timeout: Duration) -> Result<Sender, ConnectError> {
-        let addr = format!("{}:{}", self.authority.host(), self.authority.port_u16().unwrap_or(80));
-        let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        let addr = format!(
+            "{}:{}",
+            self.authority.host(),
+            self.authority.port_u16().unwrap_or(80)
+        );
+        let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await
+        {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ConnectError::Refused(e)),
             Err(_) => return Err(ConnectError::Timeout),
@@ -177,7 +184,11 @@ impl Pools {
             self.map
                 .entry(authority.as_str().to_owned())
                 .or_insert_with(|| {
-                    Arc::new(UpstreamPool::new(authority.clone(), self.workers, self.max_idle))
+                    Arc::new(UpstreamPool::new(
+                        authority.clone(),
+                        self.workers,
+                        self.max_idle,
+                    ))
                 })
                 .value(),
         )

@@ -332,7 +332,10 @@ impl Proxy {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(pq);
         parts.version = Version::HTTP_11;
-        let mut req = Request::from_parts(parts, Limited::new(body, clamp_usize(self.limits.max_body_bytes)));
+        let mut req = Request::from_parts(
+            parts,
+            Limited::new(body, clamp_usize(self.limits.max_body_bytes)),
+        );
         let n = target.endpoints.len();
         let first = target.first_endpoint();
         let mut last = (ProxyError::UpstreamUnavailable, K::Connect);
@@ -345,14 +348,17 @@ impl Proxy {
                     Some(s) => (s, false),
                     None => {
                         // boxed: opening connections is rare with a warm pool
-                        let connect = Box::pin(ep.pool.connect(self.limits.upstream_connect_timeout()));
+                        let connect =
+                            Box::pin(ep.pool.connect(self.limits.upstream_connect_timeout()));
                         match tokio::time::timeout_at(deadline.into(), connect).await {
                             Ok(Ok(s)) => (s, true),
                             Ok(Err(e)) => {
                                 tracing::warn!(upstream.addr = %ep.addr, error.kind = "connect", error.detail = %e, "upstream connection failed");
                                 route.metrics.upstream_error(K::Connect);
                                 last = match e {
-                                    ConnectError::Timeout => (ProxyError::UpstreamTimeout, K::Connect),
+                                    ConnectError::Timeout => {
+                                        (ProxyError::UpstreamTimeout, K::Connect)
+                                    }
                                     _ => (ProxyError::UpstreamUnavailable, K::Connect),
                                 };
                                 break;

@@ -313,7 +313,9 @@ impl RoutingTable {
                 );
                 self.slot(agent, environment).install(Route {
                     revision: *revision,
-                    target: version.as_ref().map(|v| Target::from_version(v, &self.pools)),
+                    target: version
+                        .as_ref()
+                        .map(|v| Target::from_version(v, &self.pools)),
                     metrics,
                 });
                 self.note_revision(*revision);

@@ -319,6 +319,11 @@ fn pointer_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Pointer> {
 }
 
 impl SqliteTx<'_> {
+    /// Executes a statement through the connection's statement cache (no re-parse).
+    fn exec_cached(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.tx.prepare_cached(sql)?.execute(params)
+    }
+
     fn collect<T, R>(
         &self,
         sql: &str,
@@ -340,9 +345,8 @@ impl Tx for SqliteTx<'_> {
     fn revision(&mut self) -> Result<u64> {
         let v: i64 = self
             .tx
-            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT value FROM meta WHERE key = 'revision'")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
             .map_err(backend)?;
         Ok(v as u64)
     }
@@ -350,11 +354,10 @@ impl Tx for SqliteTx<'_> {
     fn bump_revision(&mut self) -> Result<u64> {
         let v: i64 = self
             .tx
-            .query_row(
+            .prepare_cached(
                 "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
-                [],
-                |r| r.get(0),
             )
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
             .map_err(backend)?;
         Ok(v as u64)
     }
@@ -391,23 +394,21 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn insert_agent(&mut self, a: &Agent) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO agents (name, description, created_at) VALUES (?1, ?2, ?3)",
-                params![a.name.as_str(), a.description, a.created_at],
-            )
-            .map_err(backend)?;
+        self.exec_cached(
+            "INSERT INTO agents (name, description, created_at) VALUES (?1, ?2, ?3)",
+            params![a.name.as_str(), a.description, a.created_at],
+        )
+        .map_err(backend)?;
         Ok(())
     }
 
     fn next_version_number(&mut self, agent: &AgentName) -> Result<u32> {
         let n: i64 = self
             .tx
-            .query_row(
+            .prepare_cached(
                 "UPDATE agents SET last_version = last_version + 1 WHERE name = ?1 RETURNING last_version",
-                [agent.as_str()],
-                |r| r.get(0),
             )
+            .and_then(|mut st| st.query_row([agent.as_str()], |r| r.get(0)))
             .map_err(backend)?;
         u32::try_from(n).map_err(|e| corrupt("version counter", e))
     }
@@ -434,22 +435,23 @@ impl Tx for SqliteTx<'_> {
         let upstreams =
             serde_json::to_string(&v.upstreams).map_err(|e| Error::Backend(e.to_string()))?;
         let config = serde_json::to_string(&v.config).map_err(|e| Error::Backend(e.to_string()))?;
-        self.tx
-            .execute(
-                &format!("INSERT INTO versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-                params![
-                    v.agent.as_str(),
-                    v.number,
-                    upstreams,
-                    config,
-                    v.description,
-                    v.author,
-                    v.digest,
-                    v.state.as_str(),
-                    v.created_at
-                ],
-            )
-            .map_err(backend)?;
+        self.exec_cached(
+            &format!(
+                "INSERT INTO versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ),
+            params![
+                v.agent.as_str(),
+                v.number,
+                upstreams,
+                config,
+                v.description,
+                v.author,
+                v.digest,
+                v.state.as_str(),
+                v.created_at
+            ],
+        )
+        .map_err(backend)?;
         Ok(())
     }
 
@@ -459,12 +461,11 @@ impl Tx for SqliteTx<'_> {
         number: u32,
         state: VersionState,
     ) -> Result<()> {
-        self.tx
-            .execute(
-                "UPDATE versions SET state = ?3 WHERE agent = ?1 AND number = ?2",
-                params![agent.as_str(), number, state.as_str()],
-            )
-            .map_err(backend)?;
+        self.exec_cached(
+            "UPDATE versions SET state = ?3 WHERE agent = ?1 AND number = ?2",
+            params![agent.as_str(), number, state.as_str()],
+        )
+        .map_err(backend)?;
         Ok(())
     }
 
@@ -539,49 +540,47 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn record_move(&mut self, mv: &Move, p: &Pointer) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO history (revision, agent, environment, action, version, previous,
+        self.exec_cached(
+            "INSERT INTO history (revision, agent, environment, action, version, previous,
                      previous_since, actor, reason, at, undo_depth, undo_top, undo_next)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![
-                    mv.revision as i64,
-                    mv.agent.as_str(),
-                    mv.environment.as_str(),
-                    mv.action.as_str(),
-                    mv.version,
-                    mv.previous,
-                    mv.previous_since,
-                    mv.actor,
-                    mv.reason,
-                    mv.at,
-                    p.undo.depth,
-                    p.undo.top,
-                    p.undo.next as i64
-                ],
-            )
-            .map_err(backend)?;
-        self.tx
-            .execute(
-                "INSERT INTO pointers (agent, environment, version, since, revision,
+            params![
+                mv.revision as i64,
+                mv.agent.as_str(),
+                mv.environment.as_str(),
+                mv.action.as_str(),
+                mv.version,
+                mv.previous,
+                mv.previous_since,
+                mv.actor,
+                mv.reason,
+                mv.at,
+                p.undo.depth,
+                p.undo.top,
+                p.undo.next as i64
+            ],
+        )
+        .map_err(backend)?;
+        self.exec_cached(
+            "INSERT INTO pointers (agent, environment, version, since, revision,
                      undo_depth, undo_top, undo_next)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (agent, environment) DO UPDATE SET
                      version = excluded.version, since = excluded.since,
                      revision = excluded.revision, undo_depth = excluded.undo_depth,
                      undo_top = excluded.undo_top, undo_next = excluded.undo_next",
-                params![
-                    mv.agent.as_str(),
-                    mv.environment.as_str(),
-                    p.version,
-                    p.since,
-                    p.revision as i64,
-                    p.undo.depth,
-                    p.undo.top,
-                    p.undo.next as i64
-                ],
-            )
-            .map_err(backend)?;
+            params![
+                mv.agent.as_str(),
+                mv.environment.as_str(),
+                p.version,
+                p.since,
+                p.revision as i64,
+                p.undo.depth,
+                p.undo.top,
+                p.undo.next as i64
+            ],
+        )
+        .map_err(backend)?;
         Ok(())
     }
 
@@ -608,23 +607,20 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
-        self.tx
-            .execute(
-                &format!(
-                    "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                ),
-                params![
-                    t.id,
-                    &t.hash[..],
-                    t.agent.as_str(),
-                    t.environment.as_str(),
-                    t.name,
-                    t.created_at,
-                    t.expires_at,
-                    t.revoked_at
-                ],
-            )
-            .map_err(backend)?;
+        self.exec_cached(
+            &format!("INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            params![
+                t.id,
+                &t.hash[..],
+                t.agent.as_str(),
+                t.environment.as_str(),
+                t.name,
+                t.created_at,
+                t.expires_at,
+                t.revoked_at
+            ],
+        )
+        .map_err(backend)?;
         Ok(())
     }
 
@@ -639,12 +635,11 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn revoke_token(&mut self, id: &str, at: Millis) -> Result<()> {
-        self.tx
-            .execute(
-                "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![id, at],
-            )
-            .map_err(backend)?;
+        self.exec_cached(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, at],
+        )
+        .map_err(backend)?;
         Ok(())
     }
 
