@@ -95,20 +95,22 @@ impl UpstreamPool {
         &self.idle[worker() % self.idle.len()]
     }
 
-    /// The newest idle connection of this worker that can take a request.
-    pub fn checkout(&self) -> Option<Sender> {
-        let mut idle = self.slot().lock().ok()?;
-        while let Some(s) = idle.pop() {
-            if s.is_ready() {
+    /// The newest idle connection of this worker that can take a request. A connection
+    /// given back a moment ago may still be finishing its previous exchange on this
+    /// thread: waiting for it is a poll of the connection, not a network round trip.
+    pub async fn checkout(&self) -> Option<Sender> {
+        loop {
+            let popped = self.slot().lock().ok()?.pop();
+            let mut s = popped?;
+            if s.is_ready() || s.ready().await.is_ok() {
                 return Some(s);
             }
         }
-        None
     }
 
     /// Puts a connection back after its response has ended.
     pub fn give_back(&self, s: Sender) {
-        if !s.is_ready() {
+        if s.is_closed() {
             return;
         }
         if let Ok(mut idle) = self.slot().lock() {

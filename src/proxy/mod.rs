@@ -344,7 +344,7 @@ impl Proxy {
             trace.upstream = Some(Arc::clone(&ep.addr));
             req.headers_mut().insert(HOST, ep.pool.host.clone());
             loop {
-                let (mut sender, fresh) = match ep.pool.checkout() {
+                let (mut sender, fresh) = match ep.pool.checkout().await {
                     Some(s) => (s, false),
                     None => {
                         // boxed: opening connections is rare with a warm pool

@@ -645,3 +645,59 @@ async fn connection_limit_holds_new_connections_back() {
         .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let g = TestGateway::builder().start().await;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    {
+        let accepted = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|req| echo_answer("v1", req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+    }
+    g.agent_with_versions("bot", &[up]).await;
+    g.deploy("bot", "staging", "v1").await;
+    let (token, _) = g.token("bot", "staging").await;
+    let auth = bearer(&token);
+    for _ in 0..30 {
+        assert_eq!(
+            get(&g.url("/"), &[("authorization", &auth)]).await.status,
+            200
+        );
+    }
+    // one connection per worker thread at most, never one per request
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&n),
+        "{n} upstream connections for 30 sequential requests"
+    );
+    // a move to another version on the same upstream keeps the warm connections
+    g.post(
+        "/v1/agents/bot/versions",
+        json!({"upstreams": [format!("http://{up}")]}),
+    )
+    .await;
+    g.deploy("bot", "staging", "v2").await;
+    for _ in 0..10 {
+        assert_eq!(
+            get(&g.url("/"), &[("authorization", &auth)]).await.status,
+            200
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        n,
+        "the pool is shared across versions"
+    );
+}
