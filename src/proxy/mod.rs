@@ -59,6 +59,8 @@ pub struct Trace {
     route: Option<Arc<Route>>,
     upstream: Option<Arc<str>>,
     method: Option<http::Method>,
+    /// The client connection must end after this answer (HTTP/1.x framing errors).
+    close: bool,
 }
 
 /// Completes a request's accounting when its response body ends or is dropped: the
@@ -177,6 +179,7 @@ impl Proxy {
             route: None,
             upstream: None,
             method: self.access_log.then(|| req.method().clone()),
+            close: false,
         };
         let resp = match self.forward(conn, req, &request_id, &mut trace).await {
             Ok(r) => r,
@@ -192,7 +195,12 @@ impl Proxy {
                     .as_ref()
                     .and_then(|r| r.target.as_ref())
                     .map(|t| &t.label);
-                error_response(e, &request_id, label)
+                let mut r = error_response(e, &request_id, label);
+                if trace.close {
+                    r.headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                r
             }
         };
         metrics.in_flight.decrement(1.0);
@@ -233,6 +241,12 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         if head_size(req.uri(), req.headers()) > self.limits.max_header_bytes {
             return Err(ProxyError::HeadersTooLarge);
+        }
+        if req.version() <= Version::HTTP_11 && !framing_is_unambiguous(&req) {
+            // the upstream might frame this request differently: refuse it and end the
+            // connection, so no byte of it can reach the next request
+            trace.close = true;
+            return Err(ProxyError::BadRequest);
         }
         let mut auth = req.headers().get_all(AUTHORIZATION).iter();
         let (first, second) = (auth.next(), auth.next());
@@ -464,6 +478,18 @@ impl Proxy {
 
 fn clamp_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// HTTP/1.x framing a proxy can pass on safely (RFC 9112 §6.3, §3.2): never both
+/// `content-length` and `transfer-encoding`, and exactly one `host` in HTTP/1.1.
+/// (hyper already refuses differing or invalid lengths, a final coding other than
+/// chunked, obs-fold and bare CR.)
+fn framing_is_unambiguous<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    if h.contains_key(http::header::TRANSFER_ENCODING) && h.contains_key(CONTENT_LENGTH) {
+        return false;
+    }
+    req.version() != Version::HTTP_11 || h.get_all(HOST).iter().count() == 1
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).

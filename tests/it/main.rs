@@ -5,6 +5,7 @@ mod admin;
 mod conformance;
 mod durability;
 mod fleet;
+mod hardening;
 mod metrics;
 mod process;
 mod proxy;

@@ -1,0 +1,111 @@
+//! Hostile HTTP/1.1 framing: every ambiguous request is refused (400, connection
+//! closed) or handled exactly as RFC 9112 allows, and never reaches the upstream in a
+//! form it could read differently. Raw sockets on the client side; a counting upstream.
+
+use crate::support::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Sends raw bytes, reads until the gateway closes the connection (or 3 s pass).
+/// Returns what came back and whether the connection was closed.
+async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused_and_never_forwarded() {
+    let g = TestGateway::start().await;
+    let seen = Arc::new(AtomicU64::new(0));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    {
+        let seen = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let seen = Arc::clone(&seen);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        echo_answer("v1", req)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+    }
+    g.agent_with_versions("bot", &[up]).await;
+    g.deploy("bot", "staging", "v1").await;
+    let (token, _) = g.token("bot", "staging").await;
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let cases = [
+        ("two different content-lengths", format!("POST / HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")),
+        ("invalid content-length", format!("POST / HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: +5\r\n\r\nhello")),
+        ("final coding not chunked", format!("POST / HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n")),
+        ("coding other than chunked", format!("POST / HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: gzip\r\n\r\nhello")),
+        ("whitespace before the colon", format!("POST / HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n")),
+        ("obs-fold", format!("GET / HTTP/1.1\r\nHost: x\r\n{auth}X-A: a\r\n b\r\n\r\n")),
+        ("bare CR", format!("GET / HTTP/1.1\rHost: x\r\n{auth}\r\n")),
+        ("missing host", format!("GET / HTTP/1.1\r\n{auth}\r\n")),
+        ("two hosts", format!("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n{auth}\r\n")),
+        ("transfer-encoding in HTTP/1.0", format!("POST / HTTP/1.0\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")),
+    ];
+    for (what, req) in &cases {
+        let (resp, closed) = raw(g.client, req.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{what}: {resp}");
+        assert!(closed, "{what}: the connection stays open");
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "a refused request reached the upstream"
+    );
+
+    // both content-length and transfer-encoding: processed as chunked, as RFC 9112
+    // §6.3 allows, the content-length never forwarded, and the connection closed after
+    let req = format!(
+        "POST /te HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    );
+    let (resp, closed) = raw(g.client, req.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let body = &resp[resp.find('{').unwrap()..resp.rfind('}').unwrap() + 1];
+    let seen_req: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        seen_req["body_len"], 5,
+        "the chunked framing won: {seen_req}"
+    );
+    assert!(
+        seen_req["headers"].get("content-length").is_none(),
+        "{seen_req}"
+    );
+    assert!(closed, "the connection is closed after a CL+TE request");
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+    // an h2c upgrade request is never passed on as an upgrade
+    let req = format!("GET /up HTTP/1.1\r\nHost: x\r\n{auth}Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n");
+    let (resp, _) = raw(g.client, req.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let body = &resp[resp.find('{').unwrap()..resp.rfind('}').unwrap() + 1];
+    let seen_req: serde_json::Value = serde_json::from_str(body).unwrap();
+    for h in ["upgrade", "http2-settings", "connection"] {
+        assert!(
+            seen_req["headers"].get(h).is_none(),
+            "{h} reached the upstream: {seen_req}"
+        );
+    }
+}
