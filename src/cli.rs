@@ -140,6 +140,18 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Renders the array `v[key]` as a table with the given (header, field) columns.
+pub fn rows_table(v: &Value, key: &str, columns: &[(&str, &str)]) -> String {
+    let rows: Vec<Vec<String>> = v[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| columns.iter().map(|(_, f)| cell(&item[*f])).collect())
+        .collect();
+    let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    table(&header, &rows)
+}
+
 /// A JSON value as a table cell: strings bare, null as `-`.
 pub fn cell(v: &Value) -> String {
     match v {

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use http::Method;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use switchyard::cli::{admin_token, cell, confirm, table, AdminClient};
+use switchyard::cli::{admin_token, cell, confirm, rows_table, table, AdminClient};
 use switchyard::config::{parse_addr, Config};
 use switchyard::server::{run, tls_acceptor, Gateway, Listeners};
 use switchyard::store::Store;
@@ -488,6 +488,15 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// The answer as JSON (`--json`) or as a table of `v[key]`.
+fn show(c: &ClientOpts, v: &Value, key: &str, columns: &[(&str, &str)]) {
+    if c.json {
+        print_json(v);
+    } else {
+        print!("{}", rows_table(v, key, columns));
+    }
+}
+
 fn move_line(v: &Value) -> String {
     format!(
         "{} {}/{}: {} → {} (revision {})",
@@ -581,37 +590,29 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
         Cmd::Serve(_) => unreachable!("handled in main"),
         Cmd::Environments { .. } => {
             let v = api.call(Method::GET, "/v1/environments", None).await?;
-            if c.json {
-                print_json(&v);
-            } else {
-                let rows: Vec<Vec<String>> = v["environments"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| vec![cell(&e["name"]), cell(&e["protected"]), cell(&e["next"])])
-                    .collect();
-                print!("{}", table(&["ENVIRONMENT", "PROTECTED", "NEXT"], &rows));
-            }
+            show(
+                c,
+                &v,
+                "environments",
+                &[
+                    ("ENVIRONMENT", "name"),
+                    ("PROTECTED", "protected"),
+                    ("NEXT", "next"),
+                ],
+            );
         }
         Cmd::Agents { action: None, .. } => {
             let v = api.call(Method::GET, "/v1/agents", None).await?;
-            if c.json {
-                print_json(&v);
-            } else {
-                let rows: Vec<Vec<String>> = v["agents"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|a| {
-                        vec![
-                            cell(&a["name"]),
-                            cell(&a["created_at"]),
-                            cell(&a["description"]),
-                        ]
-                    })
-                    .collect();
-                print!("{}", table(&["AGENT", "CREATED", "DESCRIPTION"], &rows));
-            }
+            show(
+                c,
+                &v,
+                "agents",
+                &[
+                    ("AGENT", "name"),
+                    ("CREATED", "created_at"),
+                    ("DESCRIPTION", "description"),
+                ],
+            );
         }
         Cmd::Agents {
             action: Some(AgentsCmd::Create { name, description }),
@@ -893,33 +894,20 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
                     None,
                 )
                 .await?;
-            if c.json {
-                print_json(&v);
-            } else {
-                let rows: Vec<Vec<String>> = v["entries"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|m| {
-                        vec![
-                            cell(&m["revision"]),
-                            cell(&m["at"]),
-                            cell(&m["action"]),
-                            cell(&m["previous"]),
-                            cell(&m["version"]),
-                            cell(&m["actor"]),
-                            cell(&m["reason"]),
-                        ]
-                    })
-                    .collect();
-                print!(
-                    "{}",
-                    table(
-                        &["REVISION", "AT", "ACTION", "FROM", "TO", "ACTOR", "REASON"],
-                        &rows
-                    )
-                );
-            }
+            show(
+                c,
+                &v,
+                "entries",
+                &[
+                    ("REVISION", "revision"),
+                    ("AT", "at"),
+                    ("ACTION", "action"),
+                    ("FROM", "previous"),
+                    ("TO", "version"),
+                    ("ACTOR", "actor"),
+                    ("REASON", "reason"),
+                ],
+            );
         }
         Cmd::Diff {
             agent, from, to, ..
@@ -931,18 +919,15 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
                     None,
                 )
                 .await?;
-            if c.json {
-                print_json(&v);
-            } else {
-                let rows: Vec<Vec<String>> = v["changes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|ch| vec![cell(&ch["path"]), cell(&ch["from"]), cell(&ch["to"])])
-                    .collect();
+            if !c.json {
                 println!("{} → {}", cell(&v["from"]), cell(&v["to"]));
-                print!("{}", table(&["PATH", "FROM", "TO"], &rows));
             }
+            show(
+                c,
+                &v,
+                "changes",
+                &[("PATH", "path"), ("FROM", "from"), ("TO", "to")],
+            );
         }
         Cmd::Token { action, .. } => match action {
             TokenCmd::Create {
@@ -976,28 +961,18 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
                         None,
                     )
                     .await?;
-                if c.json {
-                    print_json(&v);
-                } else {
-                    let rows: Vec<Vec<String>> = v["tokens"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|t| {
-                            vec![
-                                cell(&t["id"]),
-                                cell(&t["name"]),
-                                cell(&t["created_at"]),
-                                cell(&t["expires_at"]),
-                                cell(&t["revoked_at"]),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        table(&["ID", "NAME", "CREATED", "EXPIRES", "REVOKED"], &rows)
-                    );
-                }
+                show(
+                    c,
+                    &v,
+                    "tokens",
+                    &[
+                        ("ID", "id"),
+                        ("NAME", "name"),
+                        ("CREATED", "created_at"),
+                        ("EXPIRES", "expires_at"),
+                        ("REVOKED", "revoked_at"),
+                    ],
+                );
             }
             TokenCmd::Revoke { id } => {
                 api.call(Method::DELETE, &format!("/v1/tokens/{id}"), None)

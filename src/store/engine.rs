@@ -188,6 +188,18 @@ fn running(v: Version) -> Result<Version> {
     Ok(v)
 }
 
+/// Version `n` of `agent`, which must exist and be running.
+fn require_running(tx: &mut dyn Tx, agent: &AgentName, n: u32) -> Result<Version> {
+    running(require_version(
+        tx,
+        agent,
+        &VersionRef {
+            agent: None,
+            number: n,
+        },
+    )?)
+}
+
 fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) -> Result<Applied> {
     require_agent(tx, &req.agent)?;
     check_text("reason", req.reason.as_deref().unwrap_or(""))?;
@@ -223,15 +235,7 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
             let n = from
                 .version
                 .ok_or_else(|| DomainError::NotDeployed(source.name.to_string()))?;
-            let v = require_version(
-                tx,
-                &req.agent,
-                &VersionRef {
-                    agent: None,
-                    number: n,
-                },
-            )?;
-            Some(running(v)?.number)
+            Some(require_running(tx, &req.agent, n)?.number)
         }
         MoveKind::Rollback { to_version } => {
             let to = match to_version {
@@ -257,15 +261,7 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
                     tx.undo_at(&agent, &env, rev)
                 }
             })?;
-            let v = require_version(
-                tx,
-                &req.agent,
-                &VersionRef {
-                    agent: None,
-                    number: n,
-                },
-            )?;
-            running(v)?;
+            require_running(tx, &req.agent, n)?;
             rollback_undo = Some(undo);
             Some(n)
         }
