@@ -49,6 +49,18 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 /// `websocket`, the handshake's `connection: upgrade` and `upgrade: websocket` are
 /// set again afterwards, so only a WebSocket upgrade is ever passed on.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, websocket: bool) {
+    // one pass over the (few) fields instead of a hash lookup per hop-by-hop name: most
+    // messages carry none of them
+    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        remove_hop_by_hop(headers);
+    }
+    if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+}
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -63,10 +75,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, websocket: bool) {
     }
     for h in &HOP_BY_HOP {
         headers.remove(h);
-    }
-    if websocket {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
 }
 
