@@ -450,9 +450,16 @@ async fn serve_client(
     let head_timeout = side.limits.header_read_timeout();
     let proxy = Arc::clone(&side.proxy);
     let info = Arc::new(ConnInfo::new(peer, tls.is_some()));
+    let resets = Arc::new(ResetWatch::default());
+    let watch = Arc::clone(&resets);
     let service = service_fn(move |req| {
         let (proxy, info) = (Arc::clone(&proxy), Arc::clone(&info));
-        async move { Ok::<_, Infallible>(proxy.handle(&info, req).await) }
+        let guard = CancelGuard(Some(Arc::clone(&watch)));
+        async move {
+            let resp = proxy.handle(&info, req).await;
+            guard.completed();
+            Ok::<_, Infallible>(resp)
+        }
     });
     match tls {
         None => {
@@ -460,7 +467,15 @@ async fn serve_client(
                 Ok(Ok(h2)) => h2,
                 _ => return,
             };
-            serve_io(TokioIo::new(stream), h2, service, &side.limits, stop).await
+            serve_io(
+                TokioIo::new(stream),
+                h2,
+                service,
+                &side.limits,
+                stop,
+                &resets,
+            )
+            .await
         }
         Some(acceptor) => {
             let Ok(Ok(s)) = tokio::time::timeout(head_timeout, acceptor.accept(stream)).await
@@ -468,7 +483,7 @@ async fn serve_client(
                 return;
             };
             let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_io(TokioIo::new(s), h2, service, &side.limits, stop).await
+            serve_io(TokioIo::new(s), h2, service, &side.limits, stop, &resets).await
         }
     }
 }
@@ -497,6 +512,7 @@ async fn serve_io<I, S, B>(
     service: S,
     limits: &crate::config::Limits,
     mut stop: watch::Receiver<bool>,
+    resets: &ResetWatch,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B> + Send + 'static,
@@ -519,6 +535,15 @@ async fn serve_io<I, S, B>(
             _ = stopped(&mut stop) => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
+            }
+            _ = resets.abusive.notified() => {
+                // the rapid-reset pattern (CVE-2023-44487): GOAWAY, then close
+                tracing::warn!(cancelled = resets.cancelled.load(Ordering::Relaxed), "client cancels most of its streams; closing the connection");
+                conn.as_mut().graceful_shutdown();
+                match tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(()),
+                }
             }
         };
         if let Err(e) = r {
@@ -548,4 +573,40 @@ async fn serve_io<I, S, B>(
 /// Completes once the stop flag is set (the watch guard is not held across awaits).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Streams a client cancelled before their answer, per connection. An HTTP/2 client
+/// that opens and resets streams over and over (CVE-2023-44487) makes the gateway
+/// start upstream work it throws away; past [`RESET_LIMIT`] cancellations that
+/// outnumber the completed requests, the connection gets GOAWAY.
+#[derive(Default)]
+struct ResetWatch {
+    cancelled: std::sync::atomic::AtomicU32,
+    completed: std::sync::atomic::AtomicU32,
+    abusive: tokio::sync::Notify,
+}
+
+/// Cancelled streams a connection may have before it is judged abusive.
+const RESET_LIMIT: u32 = 100;
+
+/// Counts a request as cancelled unless it completed.
+struct CancelGuard(Option<Arc<ResetWatch>>);
+
+impl CancelGuard {
+    fn completed(mut self) {
+        if let Some(w) = self.0.take() {
+            w.completed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            let n = w.cancelled.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= RESET_LIMIT && n > w.completed.load(Ordering::Relaxed) {
+                w.abusive.notify_one();
+            }
+        }
+    }
 }

@@ -109,3 +109,60 @@ async fn ambiguous_framing_is_refused_and_never_forwarded() {
         );
     }
 }
+
+/// CVE-2023-44487: HEADERS then RST_STREAM, again and again, on one connection. The
+/// gateway ends that connection with GOAWAY well within 1,000 streams, and keeps
+/// serving everyone else.
+#[tokio::test]
+async fn http2_rapid_reset_is_cut_off() {
+    let g = TestGateway::start().await;
+    let up = echo_upstream("v1").await;
+    g.agent_with_versions("bot", &[up]).await;
+    g.deploy("bot", "staging", "v1").await;
+    let (token, _) = g.token("bot", "staging").await;
+    let auth = bearer(&token);
+
+    let tcp = TcpStream::connect(g.client).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut opened = 0u32;
+    for _ in 0..1000 {
+        let req = http::Request::get(format!("http://{}/", g.client))
+            .header("authorization", auth.as_str())
+            .body(())
+            .unwrap();
+        match client.send_request(req, true) {
+            Ok((_resp, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                opened += 1;
+            }
+            Err(_) => break,
+        }
+        match tokio::time::timeout(Duration::from_secs(2), client.clone().ready()).await {
+            Ok(Ok(c)) => client = c,
+            _ => break,
+        }
+        if opened % 50 == 0 {
+            // let frames from the server (a GOAWAY) arrive
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert!(
+        opened < 1000,
+        "GOAWAY within the first 1,000 streams (opened {opened})"
+    );
+    // the server ended the connection: GOAWAY, then close
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    match ended {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => assert!(e.is_go_away() || e.is_io() || e.reason().is_some(), "{e:?}"),
+        other => {
+            panic!("the connection was not ended by the server after {opened} resets: {other:?}")
+        }
+    }
+    // other clients are served as usual
+    assert_eq!(
+        get(&g.url("/"), &[("authorization", &auth)]).await.status,
+        200
+    );
+}
