@@ -166,3 +166,67 @@ async fn http2_rapid_reset_is_cut_off() {
         200
     );
 }
+
+/// Slowloris: many connections dribbling their headers a byte at a time are each
+/// closed within the head timeout, while a normal client keeps being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_closed_and_others_served() {
+    let g = TestGateway::builder()
+        .limits(|l| l.header_read_timeout_ms = 500)
+        .start()
+        .await;
+    let up = echo_upstream("v1").await;
+    g.agent_with_versions("bot", &[up]).await;
+    g.deploy("bot", "staging", "v1").await;
+    let (token, _) = g.token("bot", "staging").await;
+    let auth = bearer(&token);
+
+    let started = std::time::Instant::now();
+    let slow: Vec<_> = (0..100)
+        .map(|_| {
+            let addr = g.client;
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                    .await
+                    .unwrap();
+                // one byte every 100 ms, for up to 5 s, until the gateway hangs up
+                for _ in 0..50 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if s.write_all(b"a").await.is_err() {
+                        break;
+                    }
+                    let mut buf = [0u8; 256];
+                    match tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(_)) => break, // an answer (408) then the close
+                        Err(_) => {}
+                    }
+                }
+                std::time::Instant::now()
+            })
+        })
+        .collect();
+    // a normal client meanwhile: answered, and quickly
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        assert_eq!(
+            get(&g.url("/"), &[("authorization", &auth)]).await.status,
+            200
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a normal request waited {:?}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in slow {
+        let closed_at = s.await.unwrap();
+        assert!(
+            closed_at - started < Duration::from_millis(2500),
+            "a slowloris connection lived {:?}",
+            closed_at - started
+        );
+    }
+}
