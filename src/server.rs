@@ -136,21 +136,13 @@ pub async fn run(
     let graceful = GracefulShutdown::new();
     let admin_builder = auto::Builder::new(TokioExecutor::new());
     let admin_conns = Arc::new(Semaphore::new(256));
-    let serve_admin = accept_loop(
-        listeners.admin,
-        None,
-        &admin_builder,
-        admin_conns,
-        &graceful,
-        None,
-        {
+    let serve_admin = admin_accept_loop(listeners.admin, &admin_builder, admin_conns, &graceful, {
+        let admin = Arc::clone(&admin);
+        move || {
             let admin = Arc::clone(&admin);
-            move |_peer, _tls| {
-                let admin = Arc::clone(&admin);
-                service_fn(move |req| Arc::clone(&admin).handle(req))
-            }
-        },
-    );
+            service_fn(move |req| Arc::clone(&admin).handle(req))
+        }
+    });
 
     let load = async {
         // a store that is away at start is waited for: /readyz says 503 meanwhile
@@ -258,18 +250,16 @@ pub async fn run(
     Ok(())
 }
 
-/// Accepts connections until dropped. Each connection holds a permit of `limit`;
-/// at the limit, new connections wait in the kernel's backlog.
-async fn accept_loop<S, F, B>(
+/// The admin listener's accept loop: HTTP/1.1 or HTTP/2 per connection (hyper-util's
+/// auto builder), at most `limit` connections, drained by `graceful` on shutdown.
+async fn admin_accept_loop<S, F, B>(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
     builder: &auto::Builder<TokioExecutor>,
     limit: Arc<Semaphore>,
     graceful: &GracefulShutdown,
-    open: Option<metrics::Gauge>,
     make_service: F,
 ) where
-    F: Fn(std::net::SocketAddr, bool) -> S,
+    F: Fn() -> S,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
             Response = http::Response<B>,
@@ -280,13 +270,12 @@ async fn accept_loop<S, F, B>(
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let handshake_timeout = Duration::from_secs(10);
     loop {
         let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
             return;
         };
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
             Err(e) => {
                 // out of file descriptors and the like: back off instead of spinning
                 tracing::warn!(error.detail = %e, "accept failed");
@@ -295,72 +284,16 @@ async fn accept_loop<S, F, B>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = make_service(peer, tls.is_some());
-        let open = open.clone().map(|g| {
-            g.increment(1.0);
-            OpenConnection(g)
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), make_service())
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error.detail = %e, "admin connection ended with an error");
+            }
+            drop(permit);
         });
-        match &tls {
-            None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error.detail = %e, "connection ended with an error");
-                    }
-                    drop((permit, open));
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls_stream = match tokio::time::timeout(
-                        handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error.detail = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error.detail = %e, "connection ended with an error");
-                    }
-                    drop((permit, open));
-                });
-            }
-        }
-    }
-}
-
-/// Counts an open client connection until dropped.
-struct OpenConnection(metrics::Gauge);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
-
-/// Stops a background task when the server stops.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(h) = &self.0 {
-            h.abort();
-        }
     }
 }
 
@@ -607,6 +540,26 @@ impl Drop for CancelGuard {
             if n >= RESET_LIMIT && n > w.completed.load(Ordering::Relaxed) {
                 w.abusive.notify_one();
             }
+        }
+    }
+}
+
+/// Counts an open client connection until dropped.
+struct OpenConnection(metrics::Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Stops a background task when the server stops.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
         }
     }
 }
