@@ -102,7 +102,12 @@ impl UpstreamPool {
         loop {
             let popped = self.slot().lock().ok()?.pop();
             let mut s = popped?;
-            if s.is_ready() || s.ready().await.is_ok() {
+            if s.is_ready() {
+                return Some(s);
+            }
+            // not ready yet (rare): give it a moment, then drop it for another
+            let ready = tokio::time::timeout(Duration::from_millis(100), s.ready()).await;
+            if matches!(ready, Ok(Ok(()))) {
                 return Some(s);
             }
         }
