@@ -230,3 +230,70 @@ async fn slowloris_connections_are_closed_and_others_served() {
         );
     }
 }
+
+/// An upstream answer with conflicting or invalid framing is never passed on: the
+/// client gets 502 and the next request is served on a fresh upstream connection.
+#[tokio::test]
+async fn upstream_responses_with_bad_framing_become_502() {
+    let g = TestGateway::start().await;
+    let answers = [
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        "HTTP/1.1 2000 OK\r\n\r\n",
+    ];
+    for (i, answer) in answers.iter().enumerate() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = l.local_addr().unwrap();
+        let raw_answer = answer.to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let answer = raw_answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        let agent = format!("bad{i}");
+        g.agent_with_versions(&agent, &[up]).await;
+        g.deploy(&agent, "staging", "v1").await;
+        let (token, _) = g.token(&agent, "staging").await;
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let req = http::Request::get(g.url("/"))
+            .header("authorization", bearer(&token))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = match client.request(req).await {
+            Ok(r) => r,
+            // a broken body behind a good head: the answer was already under way, so
+            // the connection is aborted rather than completed with the bad bytes
+            Err(e) if i == 2 => {
+                assert!(format!("{e:?}").contains("IncompleteMessage"), "{e:?}");
+                continue;
+            }
+            Err(e) => panic!("{answer}: {e:?}"),
+        };
+        if resp.status() == 200 {
+            // the head was fine, the body broke: the client's response is cut off, never
+            // completed with the bad bytes
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+            assert!(
+                body.is_err(),
+                "{answer}: a broken body was passed on as complete"
+            );
+        } else {
+            assert_eq!(resp.status(), 502, "{answer}");
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"]["code"], "upstream_unavailable", "{answer}");
+        }
+    }
+}
