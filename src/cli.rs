@@ -29,6 +29,11 @@ pub fn admin_token(explicit: Option<String>, file: &PathBuf) -> Option<String> {
 }
 
 impl AdminClient {
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        self.call(Method::GET, path, None).await
+    }
+
     /// Calls the admin API; a non-2xx answer becomes an error with its code and
     /// message, an unreachable gateway a one-line explanation.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {

@@ -511,7 +511,7 @@ fn move_line(v: &Value) -> String {
 
 /// Whether moving `target` needs confirmation, from the pipeline the gateway serves.
 async fn protected(api: &AdminClient, target: &str) -> Result<bool> {
-    let envs = api.call(Method::GET, "/v1/environments", None).await?;
+    let envs = api.get("/v1/environments").await?;
     Ok(envs["environments"]
         .as_array()
         .into_iter()
@@ -520,7 +520,7 @@ async fn protected(api: &AdminClient, target: &str) -> Result<bool> {
 }
 
 async fn next_stage(api: &AdminClient, env: &str) -> Result<Option<String>> {
-    let envs = api.call(Method::GET, "/v1/environments", None).await?;
+    let envs = api.get("/v1/environments").await?;
     Ok(envs["environments"]
         .as_array()
         .into_iter()
@@ -589,7 +589,7 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
     match cmd {
         Cmd::Serve(_) => unreachable!("handled in main"),
         Cmd::Environments { .. } => {
-            let v = api.call(Method::GET, "/v1/environments", None).await?;
+            let v = api.get("/v1/environments").await?;
             show(
                 c,
                 &v,
@@ -602,7 +602,7 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
             );
         }
         Cmd::Agents { action: None, .. } => {
-            let v = api.call(Method::GET, "/v1/agents", None).await?;
+            let v = api.get("/v1/agents").await?;
             show(
                 c,
                 &v,
@@ -633,9 +633,7 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
         }
         Cmd::Versions { action, .. } => match action {
             VersionsCmd::List { agent } => {
-                let v = api
-                    .call(Method::GET, &format!("/v1/agents/{agent}/versions"), None)
-                    .await?;
+                let v = api.get(&format!("/v1/agents/{agent}/versions")).await?;
                 if c.json {
                     print_json(&v);
                 } else {
@@ -678,11 +676,7 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
             }
             VersionsCmd::Show { agent, version } => {
                 let v = api
-                    .call(
-                        Method::GET,
-                        &format!("/v1/agents/{agent}/versions/{version}"),
-                        None,
-                    )
+                    .get(&format!("/v1/agents/{agent}/versions/{version}"))
                     .await?;
                 print_json(&v);
             }
@@ -810,7 +804,7 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
         } => {
             let agents: Vec<String> = match agent {
                 Some(a) => vec![a],
-                None => api.call(Method::GET, "/v1/agents", None).await?["agents"]
+                None => api.get("/v1/agents").await?["agents"]
                     .as_array()
                     .into_iter()
                     .flatten()
@@ -820,10 +814,7 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
             let sample = |agents: Vec<String>| async move {
                 let mut out = Vec::new();
                 for a in &agents {
-                    out.push(
-                        api.call(Method::GET, &format!("/v1/agents/{a}"), None)
-                            .await?,
-                    );
+                    out.push(api.get(&format!("/v1/agents/{a}")).await?);
                 }
                 Ok::<_, anyhow::Error>(out)
             };
@@ -842,7 +833,7 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
             if c.json {
                 print_json(&json!({ "agents": snapshots, "interval_seconds": interval }));
             } else {
-                let order = api.call(Method::GET, "/v1/environments", None).await?;
+                let order = api.get("/v1/environments").await?;
                 let envs: Vec<String> = order["environments"]
                     .as_array()
                     .into_iter()
@@ -888,11 +879,9 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
             ..
         } => {
             let v = api
-                .call(
-                    Method::GET,
-                    &format!("/v1/agents/{agent}/environments/{environment}/history?limit={limit}"),
-                    None,
-                )
+                .get(&format!(
+                    "/v1/agents/{agent}/environments/{environment}/history?limit={limit}"
+                ))
                 .await?;
             show(
                 c,
@@ -913,11 +902,7 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
             agent, from, to, ..
         } => {
             let v = api
-                .call(
-                    Method::GET,
-                    &format!("/v1/agents/{agent}/versions/{from}/diff/{to}"),
-                    None,
-                )
+                .get(&format!("/v1/agents/{agent}/versions/{from}/diff/{to}"))
                 .await?;
             if !c.json {
                 println!("{} → {}", cell(&v["from"]), cell(&v["to"]));
@@ -955,11 +940,9 @@ async fn client_cmd(cmd: Cmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
             }
             TokenCmd::List { agent, environment } => {
                 let v = api
-                    .call(
-                        Method::GET,
-                        &format!("/v1/agents/{agent}/environments/{environment}/tokens"),
-                        None,
-                    )
+                    .get(&format!(
+                        "/v1/agents/{agent}/environments/{environment}/tokens"
+                    ))
                     .await?;
                 show(
                     c,

@@ -448,9 +448,7 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(pq);
-        if let Ok(host) = HeaderValue::from_str(ep.authority.as_str()) {
-            req.headers_mut().insert(HOST, host);
-        }
+        req.headers_mut().insert(HOST, ep.pool.host.clone());
         let send = sender.send_request(req);
         let mut resp =
             match tokio::time::timeout(self.limits.upstream_response_timeout(), send).await {

@@ -19,7 +19,6 @@ use crate::telemetry::{Metrics, RouteMetrics};
 use crate::upstream::{Pools, UpstreamPool};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use http::uri::{Authority, Scheme};
 use http::HeaderValue;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,8 +26,6 @@ use std::sync::Arc;
 /// One upstream endpoint of a version, parsed once when the route is built.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    pub scheme: Scheme,
-    pub authority: Authority,
     /// `host:port`, for logs.
     pub addr: Arc<str>,
     /// The keep-alive connections to this address (shared by every route naming it).
@@ -56,10 +53,8 @@ impl Target {
                 let uri: http::Uri = u.parse().ok()?;
                 let authority = uri.authority()?.clone();
                 Some(Endpoint {
-                    scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
                     addr: Arc::from(authority.as_str()),
                     pool: pools.get(&authority),
-                    authority,
                 })
             })
             .collect();
