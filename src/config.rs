@@ -104,8 +104,19 @@ pub struct Limits {
     pub upstream_connect_timeout_ms: u64,
     /// Time for an upstream to send its response head, ms → 504.
     pub upstream_response_timeout_ms: u64,
-    /// Open client connections at most; further ones wait in the kernel's backlog.
+    /// Open client connections at most; one more is answered 503 `overloaded` and
+    /// closed (up to `max_connections / 8 + 16` such answers at once; beyond that,
+    /// closed at once).
     pub max_connections: usize,
+    /// Client requests open at most, from head to the end of the response body;
+    /// one more is answered 503 `overloaded`.
+    pub max_in_flight: usize,
+    /// Longest wait for the next piece of a request body, ms → 408 and the
+    /// connection closed.
+    pub body_read_timeout_ms: u64,
+    /// Longest a write to a client may make no progress (a client that stops
+    /// reading), ms → the connection is closed.
+    pub send_timeout_ms: u64,
     /// Idle keep-alive connections kept per upstream.
     pub upstream_idle_per_host: usize,
     /// How long in-flight requests may take to finish after SIGTERM, ms.
@@ -121,6 +132,9 @@ impl Default for Limits {
             upstream_connect_timeout_ms: 2_000,
             upstream_response_timeout_ms: 30_000,
             max_connections: 10_000,
+            max_in_flight: 10_000,
+            body_read_timeout_ms: 30_000,
+            send_timeout_ms: 30_000,
             upstream_idle_per_host: 512,
             drain_timeout_ms: 10_000,
         }
@@ -139,6 +153,16 @@ impl Limits {
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms)
+    }
+    /// Over-limit connections that may be waiting for their 503 at once.
+    pub fn reject_slots(&self) -> usize {
+        self.max_connections / 8 + 16
     }
 }
 
@@ -274,6 +298,8 @@ impl Config {
                 l.upstream_response_timeout_ms,
             ),
             ("limits.max_body_bytes", l.max_body_bytes),
+            ("limits.body_read_timeout_ms", l.body_read_timeout_ms),
+            ("limits.send_timeout_ms", l.send_timeout_ms),
         ] {
             if v == 0 {
                 return Err(err(name, "must be greater than 0"));
@@ -290,6 +316,9 @@ impl Config {
         }
         if l.max_connections == 0 {
             return Err(err("limits.max_connections", "must be greater than 0"));
+        }
+        if l.max_in_flight == 0 {
+            return Err(err("limits.max_in_flight", "must be greater than 0"));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             err(

@@ -190,7 +190,8 @@ pub async fn run(
         proxy,
         limits: config.limits.clone(),
         conns: Arc::new(Semaphore::new(config.limits.max_connections)),
-        open: metrics.connections.clone(),
+        rejects: Arc::new(Semaphore::new(config.limits.reject_slots())),
+        metrics: Arc::clone(&metrics),
     });
     let mut finished = Vec::new();
     let serving = async {
@@ -302,7 +303,9 @@ struct ClientSide {
     proxy: Arc<Proxy>,
     limits: crate::config::Limits,
     conns: Arc<Semaphore>,
-    open: metrics::Gauge,
+    /// Over-limit connections being answered 503 at once.
+    rejects: Arc<Semaphore>,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// One client worker: accepts on its clones of the listeners, serves each
@@ -349,23 +352,41 @@ async fn accept_client(
     active: &tokio::sync::mpsc::Sender<()>,
 ) {
     loop {
-        let Ok(permit) = Arc::clone(&side.conns).acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
+                // out of file descriptors and the like: back off instead of spinning
                 tracing::warn!(error.detail = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        // over the limit: a bounded number of connections get their 503, the rest
+        // are closed at once
+        let (permit, admit) = match Arc::clone(&side.conns).try_acquire_owned() {
+            Ok(p) => (p, true),
+            Err(_) => {
+                side.metrics.overload[0].increment(1);
+                match Arc::clone(&side.rejects).try_acquire_owned() {
+                    Ok(p) => (p, false),
+                    Err(_) => continue,
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
-        side.open.increment(1.0);
-        let guard = (permit, OpenConnection(side.open.clone()), active.clone());
+        let load = Arc::clone(&side.metrics);
+        load.load.connections.fetch_add(1, Ordering::Relaxed);
+        let guard = (permit, OpenConnection(load), active.clone());
         let (side, stop, tls) = (Arc::clone(side), stop.clone(), tls.cloned());
         tokio::spawn(async move {
-            serve_client(stream, peer, tls, side, stop).await;
+            if admit {
+                serve_client(stream, peer, tls, side, stop, true).await;
+            } else {
+                // a bounded time to hear the request and answer 503
+                let limit = side.limits.header_read_timeout() + Duration::from_secs(1);
+                let serve = serve_client(stream, peer, tls, Arc::clone(&side), stop, false);
+                let _ = tokio::time::timeout(limit, serve).await;
+            }
             drop(guard);
         });
     }
@@ -373,12 +394,15 @@ async fn accept_client(
 
 /// Serves one client connection with the protocol it speaks: ALPN on TLS, the
 /// HTTP/2 connection preface on cleartext (prior knowledge), HTTP/1.1 otherwise.
+/// A connection over the limit (`admitted` false) is answered 503 `overloaded` and
+/// closed (HTTP/2: GOAWAY before any stream).
 async fn serve_client(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     tls: Option<TlsAcceptor>,
     side: Arc<ClientSide>,
     stop: watch::Receiver<bool>,
+    admitted: bool,
 ) {
     let head_timeout = side.limits.header_read_timeout();
     let proxy = Arc::clone(&side.proxy);
@@ -389,34 +413,34 @@ async fn serve_client(
         let (proxy, info) = (Arc::clone(&proxy), Arc::clone(&info));
         let guard = CancelGuard(Some(Arc::clone(&watch)));
         async move {
-            let resp = proxy.handle(&info, req).await;
+            let resp = if admitted {
+                proxy.handle(&info, req).await
+            } else {
+                proxy.overloaded(&req)
+            };
             guard.completed();
             Ok::<_, Infallible>(resp)
         }
     });
+    let send_timeout = side.limits.send_timeout();
     match tls {
         None => {
             let h2 = match tokio::time::timeout(head_timeout, is_h2_preface(&stream)).await {
                 Ok(Ok(h2)) => h2,
                 _ => return,
             };
-            serve_io(
-                TokioIo::new(stream),
-                h2,
-                service,
-                &side.limits,
-                stop,
-                &resets,
-            )
-            .await
+            let io = TokioIo::new(SendTimeout::new(stream, send_timeout));
+            serve_io(io, h2, service, &side.limits, stop, &resets, admitted).await
         }
         Some(acceptor) => {
+            let stream = SendTimeout::new(stream, send_timeout);
             let Ok(Ok(s)) = tokio::time::timeout(head_timeout, acceptor.accept(stream)).await
             else {
                 return;
             };
             let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_io(TokioIo::new(s), h2, service, &side.limits, stop, &resets).await
+            let io = TokioIo::new(s);
+            serve_io(io, h2, service, &side.limits, stop, &resets, admitted).await
         }
     }
 }
@@ -446,6 +470,7 @@ async fn serve_io<I, S, B>(
     limits: &crate::config::Limits,
     mut stop: watch::Receiver<bool>,
     resets: &ResetWatch,
+    admitted: bool,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B> + Send + 'static,
@@ -463,6 +488,10 @@ async fn serve_io<I, S, B>(
             .max_local_error_reset_streams(Some(1024));
         let conn = b.serve_connection(io, service);
         tokio::pin!(conn);
+        if !admitted {
+            // over the connection limit: GOAWAY before any stream (safe to retry)
+            conn.as_mut().graceful_shutdown();
+        }
         let r = tokio::select! {
             r = conn.as_mut() => r,
             _ = stopped(&mut stop) => {
@@ -487,7 +516,8 @@ async fn serve_io<I, S, B>(
         b.timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout())
             .max_buf_size((limits.max_header_bytes * 2).max(8192))
-            .keep_alive(true);
+            // over the connection limit: one answer (the 503), then close
+            .keep_alive(admitted);
         let conn = b.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
         let r = tokio::select! {
@@ -545,11 +575,11 @@ impl Drop for CancelGuard {
 }
 
 /// Counts an open client connection until dropped.
-struct OpenConnection(metrics::Gauge);
+struct OpenConnection(Arc<crate::telemetry::Metrics>);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.0.load.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -561,5 +591,107 @@ impl Drop for AbortOnDrop {
         if let Some(h) = &self.0 {
             h.abort();
         }
+    }
+}
+
+/// A client connection whose writes may not stall longer than `limit`: a client that
+/// stops reading its answers (a slow-read attack, or a dead peer behind a full
+/// window) has the connection closed instead of holding it, its upstream and its
+/// buffers forever. Reads are untouched (the head and body timeouts cover them).
+/// The timer is allocated the first time a write has to wait.
+struct SendTimeout<T> {
+    inner: T,
+    limit: Duration,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    stalled: bool,
+}
+
+impl<T> SendTimeout<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            timer: None,
+            stalled: false,
+        }
+    }
+
+    fn watch<R>(
+        &mut self,
+        polled: std::task::Poll<std::io::Result<R>>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<R>> {
+        use std::task::Poll;
+        if polled.is_ready() {
+            self.stalled = false;
+            return polled;
+        }
+        let limit = self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if !self.stalled {
+            self.stalled = true;
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.limit);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for SendTimeout<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimeout<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(polled, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(polled, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(polled, cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(polled, cx)
     }
 }

@@ -14,11 +14,12 @@
 
 use crate::config::{LogConfig, LogFormat};
 use crate::domain::Action;
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
+use metrics::{Counter, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
@@ -30,6 +31,7 @@ pub const AUTH_FAILURES: &str = "switchyard_auth_failures_total";
 pub const IN_FLIGHT: &str = "switchyard_requests_in_flight";
 pub const STREAMS: &str = "switchyard_streams_in_flight";
 pub const CONNECTIONS: &str = "switchyard_client_connections";
+pub const OVERLOAD: &str = "switchyard_overload_rejections_total";
 pub const MOVES: &str = "switchyard_pointer_moves_total";
 pub const DEPLOYMENT_INFO: &str = "switchyard_deployment_info";
 pub const REVISION: &str = "switchyard_control_plane_revision";
@@ -112,9 +114,49 @@ pub struct Metrics {
     handle: Option<PrometheusHandle>,
     pub auth_failures: [Counter; 5],
     pub moves: [Counter; 4],
-    pub in_flight: Gauge,
-    pub streams: Gauge,
-    pub connections: Gauge,
+    /// Requests and connections refused at a limit, by limit (see [`OVERLOAD_LIMITS`]).
+    pub overload: [Counter; 2],
+    /// What is open right now; counted whether metrics are on or not (the limits read
+    /// it), rendered at scrape time.
+    pub load: Load,
+}
+
+/// The limits whose refusals `switchyard_overload_rejections_total` counts.
+pub const OVERLOAD_LIMITS: [&str; 2] = ["connections", "requests"];
+
+/// Open requests, response streams and client connections: plain integers, one
+/// `fetch_add` each way.
+#[derive(Debug, Default)]
+pub struct Load {
+    /// Client requests from their head to the end of their response body.
+    pub requests: AtomicUsize,
+    /// Response bodies (and upgraded connections) still streaming.
+    pub streams: AtomicUsize,
+    /// Open client connections, over-limit ones included until they are answered.
+    pub connections: AtomicUsize,
+}
+
+impl Load {
+    /// The scrape-time series.
+    pub fn gauges(&self) -> [(&'static str, &'static str, f64); 3] {
+        [
+            (
+                IN_FLIGHT,
+                "Client requests being handled, from request head to the end of the response body.",
+                self.requests.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                STREAMS,
+                "Response bodies and upgraded connections still streaming to clients.",
+                self.streams.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                CONNECTIONS,
+                "Open client connections.",
+                self.connections.load(Ordering::Relaxed) as f64,
+            ),
+        ]
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -143,9 +185,8 @@ impl Metrics {
             handle: None,
             auth_failures: std::array::from_fn(|_| Counter::noop()),
             moves: std::array::from_fn(|_| Counter::noop()),
-            in_flight: Gauge::noop(),
-            streams: Gauge::noop(),
-            connections: Gauge::noop(),
+            overload: std::array::from_fn(|_| Counter::noop()),
+            load: Load::default(),
         }
     }
 
@@ -198,14 +239,12 @@ impl Metrics {
             None,
             "Requests refused at authentication, by reason.",
         );
-        describe('g', IN_FLIGHT, None, "Client requests being handled.");
         describe(
-            'g',
-            STREAMS,
+            'c',
+            OVERLOAD,
             None,
-            "Response bodies still streaming to clients.",
+            "Client connections and requests refused with 503 at a configured limit, by limit.",
         );
-        describe('g', CONNECTIONS, None, "Open client connections.");
         describe(
             'c',
             MOVES,
@@ -218,15 +257,12 @@ impl Metrics {
         };
         let auth_failures = AUTH_REASONS.map(|r| counter(AUTH_FAILURES, &[("reason", r)]));
         let moves = Action::ALL.map(|a| counter(MOVES, &[("action", a.as_str())]));
-        let gauge = |name: &'static str| recorder.register_gauge(&Key::from_name(name), &META);
-        let (in_flight, streams, connections) =
-            (gauge(IN_FLIGHT), gauge(STREAMS), gauge(CONNECTIONS));
+        let overload = OVERLOAD_LIMITS.map(|l| counter(OVERLOAD, &[("limit", l)]));
         Self {
             auth_failures,
             moves,
-            in_flight,
-            streams,
-            connections,
+            overload,
+            load: Load::default(),
             handle: Some(handle),
             recorder: Some(recorder),
         }

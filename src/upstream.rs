@@ -26,8 +26,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// What the gateway sends upstream: the client's body under the size limit.
-pub type UpstreamBody = http_body_util::Limited<Incoming>;
+/// What the gateway sends upstream: the client's body under the size and idle limits.
+pub type UpstreamBody = crate::proxy::body::ClientBody;
 pub type Sender = http1::SendRequest<UpstreamBody>;
 
 thread_local! {

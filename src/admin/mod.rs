@@ -139,10 +139,14 @@ impl Admin {
             ["metrics"] => {
                 only_get(&method)?;
                 let up = if self.store.is_up() { 1.0 } else { 0.0 };
+                let [requests, streams, connections] = self.table.metrics().load.gauges();
                 let state = render_state(
                     &self.table.deployments(),
                     self.table.revision(),
                     &[
+                        requests,
+                        streams,
+                        connections,
                         (
                             "switchyard_store_up",
                             "Whether the last store operation reached the store (1) or not (0).",

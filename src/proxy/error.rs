@@ -20,10 +20,12 @@ pub enum ProxyError {
     NotDeployed,
     VersionStopped,
     UpstreamTimeout,
+    RequestTimeout,
+    Overloaded,
 }
 
 impl ProxyError {
-    pub const ALL: [ProxyError; 12] = [
+    pub const ALL: [ProxyError; 14] = [
         Self::BadRequest,
         Self::MissingToken,
         Self::UnknownToken,
@@ -36,6 +38,8 @@ impl ProxyError {
         Self::NotDeployed,
         Self::VersionStopped,
         Self::UpstreamTimeout,
+        Self::RequestTimeout,
+        Self::Overloaded,
     ];
 
     /// Status, code and message. No `_` arm: a new variant must be placed here.
@@ -97,7 +101,25 @@ impl ProxyError {
                 "upstream_timeout",
                 "the agent's upstream did not answer in time",
             ),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            ),
+            Self::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the gateway is at its connection or request limit; retry shortly",
+            ),
         }
+    }
+
+    /// A failure of the client's own request (its body), not of the upstream.
+    pub fn is_client_side(self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest | Self::BodyTooLarge | Self::RequestTimeout
+        )
     }
 
     /// The label used for auth-failure metrics, when this is an auth failure.
@@ -114,7 +136,9 @@ impl ProxyError {
             | Self::UpstreamUnavailable
             | Self::NotDeployed
             | Self::VersionStopped
-            | Self::UpstreamTimeout => None,
+            | Self::UpstreamTimeout
+            | Self::RequestTimeout
+            | Self::Overloaded => None,
         }
     }
 }
@@ -148,6 +172,8 @@ mod tests {
             (503, "not_deployed"),
             (503, "version_stopped"),
             (504, "upstream_timeout"),
+            (408, "request_timeout"),
+            (503, "overloaded"),
         ];
         for (e, (status, code)) in ProxyError::ALL.iter().zip(expected) {
             let (s, c, m) = e.parts();

@@ -8,6 +8,7 @@
 //!
 //! Knows nothing of SQL or of the admin API; reads only the routing table.
 
+pub mod body;
 pub mod error;
 pub mod headers;
 
@@ -17,13 +18,14 @@ use crate::envelope::{error_json, new_request_id, sane_request_id};
 use crate::routing::{Route, RoutingTable, Slot, Target};
 use crate::telemetry::{Metrics, UpstreamErrorKind, AUTH_REASONS};
 use crate::upstream::{BoxError, ConnectError, PooledBody};
+use body::{BodyTimeout, BodyTooLarge, ClientBody};
 use bytes::Bytes;
 use error::ProxyError;
 use headers::*;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
@@ -68,7 +70,7 @@ pub struct Trace {
 struct Finish {
     status: StatusCode,
     request_id: Option<HeaderValue>,
-    metrics: Arc<Metrics>,
+    open: OpenRequest,
     trace: Trace,
     bytes: u64,
 }
@@ -76,7 +78,7 @@ struct Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         let elapsed = self.trace.started.elapsed();
-        self.metrics.streams.decrement(1.0);
+        self.open.0.load.streams.fetch_sub(1, Ordering::Relaxed);
         if let Some(route) = &self.trace.route {
             route.metrics.duration.record(elapsed);
         }
@@ -105,11 +107,30 @@ impl Drop for Finish {
     }
 }
 
-struct DecrementOnDrop(metrics::Gauge);
+/// One client request counted open, from its head until dropped with the end of its
+/// response body (or with the handler, if the client goes away first).
+struct OpenRequest(Arc<Metrics>);
 
-impl Drop for DecrementOnDrop {
+impl OpenRequest {
+    /// Counts the request; `false` beside it when it is over `limit`.
+    fn open(metrics: &Arc<Metrics>, limit: usize) -> (Self, bool) {
+        let before = metrics.load.requests.fetch_add(1, Ordering::Relaxed);
+        (Self(Arc::clone(metrics)), before < limit)
+    }
+}
+
+impl Drop for OpenRequest {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.0.load.requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An upgraded connection counted as a stream while its bytes are copied.
+struct OpenStream(Arc<Metrics>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.load.streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -168,7 +189,7 @@ impl Proxy {
     /// Serves one client request; never fails (errors become envelopes).
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<MeteredBody> {
         let metrics = self.table.metrics();
-        metrics.in_flight.increment(1.0);
+        let (open, admitted) = OpenRequest::open(metrics, self.limits.max_in_flight);
         let request_id = match req.headers().get(X_REQUEST_ID) {
             Some(v) if sane_request_id(v) => v.clone(),
             _ => new_request_id(),
@@ -181,7 +202,13 @@ impl Proxy {
             method: self.access_log.then(|| req.method().clone()),
             close: false,
         };
-        let resp = match self.forward(conn, req, &request_id, &mut trace).await {
+        let forwarded = if admitted {
+            self.forward(conn, req, &request_id, &mut trace).await
+        } else {
+            metrics.overload[1].increment(1);
+            Err(ProxyError::Overloaded)
+        };
+        let resp = match forwarded {
             Ok(r) => r,
             Err(e) => {
                 if let Some(i) = e
@@ -196,14 +223,18 @@ impl Proxy {
                     .and_then(|r| r.target.as_ref())
                     .map(|t| &t.label);
                 let mut r = error_response(e, &request_id, label);
-                if trace.close {
+                // a body left half read cannot be skipped safely: end the connection
+                if trace.close || e == ProxyError::RequestTimeout {
                     r.headers_mut()
                         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                if e == ProxyError::Overloaded {
+                    r.headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
                 }
                 r
             }
         };
-        metrics.in_flight.decrement(1.0);
         let status = resp.status();
         if let Some(slot) = &trace.slot {
             slot.requests.fetch_add(1, Ordering::Relaxed);
@@ -218,11 +249,11 @@ impl Proxy {
         let finish = Finish {
             status,
             request_id: self.access_log.then_some(request_id),
-            metrics: Arc::clone(metrics),
+            open,
             trace,
             bytes: 0,
         };
-        metrics.streams.increment(1.0);
+        metrics.load.streams.fetch_add(1, Ordering::Relaxed);
         Response::from_parts(
             parts,
             MeteredBody {
@@ -230,6 +261,21 @@ impl Proxy {
                 finish: Some(finish),
             },
         )
+    }
+
+    /// The answer on a connection over the connection limit: 503 `overloaded`.
+    pub fn overloaded<B>(&self, req: &Request<B>) -> Response<MeteredBody> {
+        let request_id = match req.headers().get(X_REQUEST_ID) {
+            Some(v) if sane_request_id(v) => v.clone(),
+            _ => new_request_id(),
+        };
+        let mut r = error_response(ProxyError::Overloaded, &request_id, None);
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r.map(|inner| MeteredBody {
+            inner,
+            finish: None,
+        })
     }
 
     async fn forward(
@@ -308,7 +354,9 @@ impl Proxy {
             self.send(req, &route, target, trace).await
         };
         let upstream = upstream.map_err(|(e, kind)| {
-            if kind != UpstreamErrorKind::Connect {
+            // connect failures are counted where they happen; a client's own body
+            // failing is not the upstream's error
+            if kind != UpstreamErrorKind::Connect && !e.is_client_side() {
                 route.metrics.upstream_error(kind);
             }
             e
@@ -346,10 +394,12 @@ impl Proxy {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(pq);
         parts.version = Version::HTTP_11;
-        let mut req = Request::from_parts(
-            parts,
-            Limited::new(body, clamp_usize(self.limits.max_body_bytes)),
+        let body = ClientBody::new(
+            body,
+            self.limits.max_body_bytes,
+            self.limits.body_read_timeout(),
         );
+        let mut req = Request::from_parts(parts, body);
         let n = target.endpoints.len();
         let first = target.first_endpoint();
         let mut last = (ProxyError::UpstreamUnavailable, K::Connect);
@@ -463,8 +513,8 @@ impl Proxy {
                 let (Ok(up), Ok(down)) = tokio::join!(upstream_upgrade, client_upgrade) else {
                     return;
                 };
-                metrics.streams.increment(1.0);
-                let _guard = DecrementOnDrop(metrics.streams.clone());
+                metrics.load.streams.fetch_add(1, Ordering::Relaxed);
+                let _open = OpenStream(metrics);
                 let _ =
                     tokio::io::copy_bidirectional(&mut TokioIo::new(up), &mut TokioIo::new(down))
                         .await;
@@ -472,10 +522,6 @@ impl Proxy {
         }
         Ok(resp.map(PooledBody::unpooled))
     }
-}
-
-fn clamp_usize(n: u64) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// HTTP/1.x framing a proxy can pass on safely (RFC 9112 §6.3, §3.2): never both
@@ -518,8 +564,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 fn classify_upstream_error(e: &hyper::Error) -> (ProxyError, UpstreamErrorKind) {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
-        if c.is::<http_body_util::LengthLimitError>() {
+        if c.is::<BodyTooLarge>() {
             return (ProxyError::BodyTooLarge, UpstreamErrorKind::Protocol);
+        }
+        if c.is::<BodyTimeout>() {
+            return (ProxyError::RequestTimeout, UpstreamErrorKind::Protocol);
         }
         if let Some(h) = c.downcast_ref::<hyper::Error>() {
             if h.is_parse() || h.is_parse_status() {

@@ -6,6 +6,8 @@ mod conformance;
 mod durability;
 mod fleet;
 mod hardening;
+mod http2;
+mod limits;
 mod metrics;
 mod process;
 mod proxy;

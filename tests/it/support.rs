@@ -311,6 +311,10 @@ pub async fn echo_answer(
         let ms: u64 = ms.parse().unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: usize = n.parse().unwrap_or(0);
+        return Ok(hyper::Response::new(Full::new(Bytes::from(vec![b'x'; n]))));
+    }
     let mut headers = serde_json::Map::new();
     for (k, v) in req.headers() {
         headers.insert(k.as_str().to_owned(), json!(v.to_str().unwrap_or("")));
@@ -358,6 +362,67 @@ pub async fn echo_upstream(label: &'static str) -> SocketAddr {
         }
     });
     addr
+}
+
+/// What a [`counting_upstream`] has seen.
+#[derive(Default)]
+pub struct Seen {
+    /// Request heads received.
+    pub heads: std::sync::atomic::AtomicU64,
+    /// Requests whose body arrived complete.
+    pub complete: std::sync::atomic::AtomicU64,
+    /// Every request head's fields and body, as text (for leak checks).
+    pub text: std::sync::Mutex<String>,
+}
+
+impl Seen {
+    pub fn heads(&self) -> u64 {
+        self.heads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    pub fn complete(&self) -> u64 {
+        self.complete.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// An HTTP/1.1 upstream on 127.0.0.1:0 that answers 200 `label` after reading the
+/// whole body, and counts what reached it.
+pub async fn counting_upstream(label: &'static str) -> (SocketAddr, Arc<Seen>) {
+    use std::sync::atomic::Ordering;
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let seen = Arc::new(Seen::default());
+    let shared = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let seen = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        seen.heads.fetch_add(1, Ordering::SeqCst);
+                        let mut text = format!("{} {}\n", req.method(), req.uri());
+                        for (k, v) in req.headers() {
+                            text.push_str(&format!(
+                                "{k}: {}\n",
+                                String::from_utf8_lossy(v.as_bytes())
+                            ));
+                        }
+                        let body = req.into_body().collect().await;
+                        if let Ok(b) = body {
+                            seen.complete.fetch_add(1, Ordering::SeqCst);
+                            text.push_str(&String::from_utf8_lossy(&b.to_bytes()));
+                        }
+                        seen.text.lock().expect("lock").push_str(&text);
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(label))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
 }
 
 /// A loopback address where nothing listens (bound, then closed).
