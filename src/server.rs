@@ -376,15 +376,17 @@ async fn accept_client(
         let _ = stream.set_nodelay(true);
         let load = Arc::clone(&side.metrics);
         load.load.connections.fetch_add(1, Ordering::Relaxed);
-        let guard = (permit, OpenConnection(load), active.clone());
-        let (side, stop, tls) = (Arc::clone(side), stop.clone(), tls.cloned());
+        let guard = (permit, OpenConnection(load));
+        let (side, stop, tls, hold) =
+            (Arc::clone(side), stop.clone(), tls.cloned(), active.clone());
         tokio::spawn(async move {
             if admit {
-                serve_client(stream, peer, tls, side, stop, true).await;
+                serve_client(stream, peer, tls, side, stop, true, hold).await;
             } else {
                 // a bounded time to hear the request and answer 503
                 let limit = side.limits.header_read_timeout() + Duration::from_secs(1);
-                let serve = serve_client(stream, peer, tls, Arc::clone(&side), stop, false);
+                let side2 = Arc::clone(&side);
+                let serve = serve_client(stream, peer, tls, side2, stop, false, hold);
                 let _ = tokio::time::timeout(limit, serve).await;
             }
             drop(guard);
@@ -396,6 +398,7 @@ async fn accept_client(
 /// HTTP/2 connection preface on cleartext (prior knowledge), HTTP/1.1 otherwise.
 /// A connection over the limit (`admitted` false) is answered 503 `overloaded` and
 /// closed (HTTP/2: GOAWAY before any stream).
+#[allow(clippy::too_many_arguments)]
 async fn serve_client(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
@@ -403,10 +406,14 @@ async fn serve_client(
     side: Arc<ClientSide>,
     stop: watch::Receiver<bool>,
     admitted: bool,
+    hold: tokio::sync::mpsc::Sender<()>,
 ) {
     let head_timeout = side.limits.header_read_timeout();
     let proxy = Arc::clone(&side.proxy);
-    let info = Arc::new(ConnInfo::new(peer, tls.is_some()));
+    let info = Arc::new(ConnInfo {
+        hold: Some(hold),
+        ..ConnInfo::new(peer, tls.is_some())
+    });
     let resets = Arc::new(ResetWatch::default());
     let watch = Arc::clone(&resets);
     let service = service_fn(move |req| {

@@ -42,6 +42,9 @@ pub struct ConnInfo {
     pub forwarded_for: HeaderValue,
     /// `http` or `https`.
     pub proto: HeaderValue,
+    /// Held by everything serving this connection, upgraded streams included: the
+    /// worker's drain waits until every holder is gone or the deadline passes.
+    pub hold: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 impl ConnInfo {
@@ -50,6 +53,7 @@ impl ConnInfo {
             forwarded_for: HeaderValue::from_str(&peer.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            hold: None,
         }
     }
 }
@@ -349,7 +353,7 @@ impl Proxy {
 
         let upstream = if websocket {
             // boxed: the rare path must not grow every request's future
-            Box::pin(self.websocket(req, target, trace)).await
+            Box::pin(self.websocket(conn, req, target, trace)).await
         } else {
             self.send(req, &route, target, trace).await
         };
@@ -466,6 +470,7 @@ impl Proxy {
     /// 101 both upgraded connections are joined and bytes copied both ways.
     async fn websocket(
         &self,
+        info: &ConnInfo,
         mut req: Request<Incoming>,
         target: &Target,
         trace: &mut Trace,
@@ -509,7 +514,10 @@ impl Proxy {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let metrics = Arc::clone(self.table.metrics());
+            // the upgraded stream outlives the HTTP connection: it holds the drain
+            let hold = info.hold.clone();
             tokio::spawn(async move {
+                let _hold = hold;
                 let (Ok(up), Ok(down)) = tokio::join!(upstream_upgrade, client_upgrade) else {
                     return;
                 };
@@ -537,7 +545,7 @@ fn framing_is_unambiguous<B>(req: &Request<B>) -> bool {
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
-fn bearer(v: &[u8]) -> Option<&[u8]> {
+pub fn bearer(v: &[u8]) -> Option<&[u8]> {
     if v.len() <= 7 || !v[..7].eq_ignore_ascii_case(b"bearer ") {
         return None;
     }

@@ -297,3 +297,169 @@ async fn upstream_responses_with_bad_framing_become_502() {
         }
     }
 }
+
+/// 10,000 requests with missing, malformed, unknown, revoked and expired tokens: every
+/// one refused with its code, none reaches the upstream; and no token (the valid one
+/// included) ever shows in the log, the metrics, an error body or an upstream request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_tokens_never_reach_the_upstream_and_no_secret_leaks() {
+    use http::Method;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let b = Binary::start(dir.path(), "").await;
+    let (up, seen) = counting_upstream("v1").await;
+    b.admin_call(Method::POST, "/v1/agents", Some(json!({"name": "bot"})))
+        .await
+        .unwrap();
+    b.admin_call(
+        Method::POST,
+        "/v1/agents/bot/versions",
+        Some(json!({"upstreams": [format!("http://{up}")]})),
+    )
+    .await
+    .unwrap();
+    b.admin_call(
+        Method::POST,
+        "/v1/agents/bot/environments/staging/deploy",
+        Some(json!({"version": "v1"})),
+    )
+    .await
+    .unwrap();
+    let tokens = "/v1/agents/bot/environments/staging/tokens";
+    let mint = |expires: Option<String>| {
+        let body = match expires {
+            Some(t) => json!({ "expires_at": t }),
+            None => json!({}),
+        };
+        let b = &b;
+        async move {
+            let (_, t) = b
+                .admin_call(Method::POST, tokens, Some(body))
+                .await
+                .unwrap();
+            (
+                t["token"].as_str().unwrap().to_owned(),
+                t["id"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let (valid, _) = mint(None).await;
+    let (revoked, revoked_id) = mint(None).await;
+    let soon = switchyard::domain::format_time(switchyard::domain::now_ms() + 1000);
+    let (expired, _) = mint(Some(soon)).await;
+    b.admin_call(Method::DELETE, &format!("/v1/tokens/{revoked_id}"), None)
+        .await
+        .unwrap();
+    let mut secrets = vec![valid.clone(), revoked.clone(), expired.clone()];
+    // the valid token works, and its request arrives without it
+    let url = format!("http://{}/ok", b.client);
+    assert_eq!(
+        get(&url, &[("authorization", &bearer(&valid))])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(seen.heads(), 1);
+    eventually("the expiring token has expired", || async {
+        get(&url, &[("authorization", &bearer(&expired))])
+            .await
+            .status
+            == 403
+    })
+    .await;
+    // (until it expired, the expiring token was served too)
+    let served = seen.heads();
+
+    let kinds: Vec<(Option<String>, u16, &str)> = vec![
+        (None, 401, "unauthenticated"),
+        (Some("Bearer".into()), 401, "unauthenticated"),
+        (Some(format!("Basic {valid}")), 401, "unauthenticated"),
+        (Some(format!("Bearer{valid}")), 401, "unauthenticated"),
+        (Some(format!("Bearer {valid}x")), 401, "unauthenticated"),
+        (
+            Some(format!("Bearer {}", &valid[..valid.len() - 1])),
+            401,
+            "unauthenticated",
+        ),
+        (
+            Some("Bearer swy_unknown-token".into()),
+            401,
+            "unauthenticated",
+        ),
+        (Some(bearer(&revoked)), 403, "token_revoked"),
+        (Some(bearer(&expired)), 403, "token_expired"),
+    ];
+    for (auth, _, _) in &kinds {
+        if let Some(a) = auth {
+            secrets.push(a.clone());
+        }
+    }
+    let kinds = Arc::new(kinds);
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let (kinds, base) = (Arc::clone(&kinds), format!("http://{}", b.client));
+            let (valid, revoked, expired) = (valid.clone(), revoked.clone(), expired.clone());
+            tokio::spawn(async move {
+                let client: hyper_util::client::legacy::Client<
+                    _,
+                    http_body_util::Empty<bytes::Bytes>,
+                > = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http();
+                for i in 0..1250usize {
+                    let (auth, status, code) = &kinds[(w * 1250 + i) % kinds.len()];
+                    let mut req = http::Request::get(format!("{base}/r/{w}/{i}"));
+                    if let Some(a) = auth {
+                        req = req.header("authorization", a);
+                    }
+                    let resp = client
+                        .request(req.body(http_body_util::Empty::new()).unwrap())
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status().as_u16(), *status, "{auth:?}");
+                    let body = http_body_util::BodyExt::collect(resp.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    let text = String::from_utf8_lossy(&body);
+                    assert!(text.contains(&format!("\"code\":\"{code}\"")), "{text}");
+                    for s in [&valid, &revoked, &expired] {
+                        assert!(!text.contains(s.as_str()), "an error body carries a token");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        seen.heads(),
+        served,
+        "a refused request reached the upstream"
+    );
+    let upstream_saw = seen.text.lock().unwrap().clone();
+    assert!(!upstream_saw.to_ascii_lowercase().contains("authorization"));
+    let metrics = get(&format!("http://{}/metrics", b.admin), &[])
+        .await
+        .text();
+    let log = b.log_text();
+    assert!(log.contains("\"status\":403"), "the access log ran");
+    for s in &secrets {
+        let s = s
+            .trim_start_matches("Bearer")
+            .trim_start_matches("Basic")
+            .trim();
+        if s.len() < 8 {
+            continue;
+        }
+        for (what, text) in [
+            ("upstream", &upstream_saw),
+            ("metrics", &metrics),
+            ("log", &log),
+        ] {
+            assert!(!text.contains(s), "the {what} carries {s}");
+        }
+    }
+}

@@ -4,6 +4,7 @@ use crate::support::*;
 use http::Method;
 use serde_json::{json, Value};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,5 +239,235 @@ fn bad_config_is_one_clear_line() {
     assert!(
         err.contains("store") && err.trim().lines().count() == 1,
         "{err}"
+    );
+}
+
+/// Creates agent `name` with one version on `up`, deploys it to staging and returns a
+/// token for it, through the binary's admin API.
+async fn deploy_on(b: &Binary, name: &str, up: std::net::SocketAddr) -> String {
+    b.admin_call(Method::POST, "/v1/agents", Some(json!({ "name": name })))
+        .await
+        .unwrap();
+    let versions = format!("/v1/agents/{name}/versions");
+    b.admin_call(
+        Method::POST,
+        &versions,
+        Some(json!({"upstreams": [format!("http://{up}")]})),
+    )
+    .await
+    .unwrap();
+    let deploy = format!("/v1/agents/{name}/environments/staging/deploy");
+    b.admin_call(Method::POST, &deploy, Some(json!({"version": "v1"})))
+        .await
+        .unwrap();
+    let tokens = format!("/v1/agents/{name}/environments/staging/tokens");
+    let (_, t) = b
+        .admin_call(Method::POST, &tokens, Some(json!({})))
+        .await
+        .unwrap();
+    t["token"].as_str().unwrap().to_owned()
+}
+
+/// An upstream that streams server-sent events, one every 100 ms, until the
+/// connection goes away.
+async fn endless_events() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = s.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for n in 0u64.. {
+                    let data = format!("data: {n}\n\n");
+                    let chunk = format!("{:x}\r\n{data}\r\n", data.len());
+                    if s.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+    });
+    up
+}
+
+/// A WebSocket upstream that echoes every message.
+async fn websocket_echo() -> std::net::SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    up
+}
+
+/// SIGTERM in the middle of a load, with an SSE stream and a WebSocket open: every
+/// request that reached the upstream is answered in full, the streams go on until the
+/// drain deadline and end there, and the process exits 0 within deadline + 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_requests_and_ends_streams_at_the_deadline() {
+    use futures_util::{SinkExt, StreamExt};
+    use http_body_util::BodyExt;
+    use std::time::Instant;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    const DRAIN: Duration = Duration::from_millis(2000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Binary::start(dir.path(), "[limits]\ndrain_timeout_ms = 2000").await;
+    let (up, seen) = counting_upstream("v1").await;
+    let token = deploy_on(&b, "load", up).await;
+    let sse_token = deploy_on(&b, "events", endless_events().await).await;
+    let ws_token = deploy_on(&b, "socket", websocket_echo().await).await;
+
+    // the streams, open before the signal
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = http::Request::get(format!("http://{}/events", b.client))
+        .header("authorization", bearer(&sse_token))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let mut events = client.request(req).await.unwrap().into_body();
+    assert!(events.frame().await.unwrap().is_ok());
+    let mut ws_req = format!("ws://{}/socket", b.client)
+        .into_client_request()
+        .unwrap();
+    ws_req
+        .headers_mut()
+        .insert("authorization", bearer(&ws_token).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_req).await.unwrap();
+
+    // the load: 6 clients, requests of 100 ms each, every one with its own id
+    let stop_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let loaders: Vec<_> = (0..6)
+        .map(|i| {
+            let (url, auth, stop_at) = (
+                format!("http://{}/slow/100", b.client),
+                bearer(&token),
+                Arc::clone(&stop_at),
+            );
+            tokio::spawn(async move {
+                let client: hyper_util::client::legacy::Client<
+                    _,
+                    http_body_util::Empty<bytes::Bytes>,
+                > = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http();
+                let mut results = Vec::new();
+                for n in 0..200 {
+                    if stop_at.lock().unwrap().is_some_and(|t| Instant::now() > t) {
+                        break;
+                    }
+                    let id = format!("load-{i}-{n}");
+                    let req = http::Request::get(&url)
+                        .header("authorization", &auth)
+                        .header("x-request-id", &id)
+                        .body(http_body_util::Empty::new())
+                        .unwrap();
+                    let outcome = match client.request(req).await {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            match r.into_body().collect().await {
+                                Ok(_) => Ok(status),
+                                Err(e) => Err(format!("body: {e}")),
+                            }
+                        }
+                        Err(e) => Err(format!("{e:?}")),
+                    };
+                    results.push((id, outcome, Instant::now()));
+                }
+                results
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let signalled = Instant::now();
+    *stop_at.lock().unwrap() = Some(signalled + Duration::from_millis(500));
+    b.signal("TERM");
+
+    // the WebSocket still works after the signal
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ws.send(Message::text("still there?")).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(2), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.into_text().unwrap().as_str(), "still there?");
+
+    // both streams end at the deadline, not before
+    let sse_end = tokio::spawn(async move {
+        loop {
+            match events.frame().await {
+                Some(Ok(_)) => continue,
+                _ => return Instant::now(),
+            }
+        }
+    });
+    let ws_end = tokio::spawn(async move {
+        loop {
+            match ws.next().await {
+                Some(Ok(m)) if !m.is_close() => continue,
+                _ => return Instant::now(),
+            }
+        }
+    });
+    let code = b.wait_exit(10).await;
+    let exited = signalled.elapsed();
+    assert_eq!(code, Some(0));
+    assert!(
+        exited <= DRAIN + Duration::from_secs(1),
+        "exit {exited:?} after the signal"
+    );
+    for (what, end) in [
+        ("SSE", sse_end.await.unwrap()),
+        ("WebSocket", ws_end.await.unwrap()),
+    ] {
+        let at = end - signalled;
+        assert!(
+            at >= DRAIN - Duration::from_millis(300) && at <= DRAIN + Duration::from_secs(1),
+            "the {what} stream ended {at:?} after the signal"
+        );
+    }
+
+    // every request the upstream received was answered in full
+    let upstream_saw = seen.text.lock().unwrap().clone();
+    let (mut answered, mut after_signal) = (0, 0);
+    for l in loaders {
+        for (id, outcome, at) in l.await.unwrap() {
+            let reached = upstream_saw.contains(&format!("x-request-id: {id}\n"));
+            if reached {
+                assert_eq!(outcome, Ok(200), "{id} reached the upstream but failed");
+                answered += 1;
+                if at > signalled {
+                    after_signal += 1;
+                }
+            }
+        }
+    }
+    assert!(answered > 20, "the load ran: {answered} answered");
+    assert!(
+        after_signal >= 1,
+        "some requests were in flight at the signal and finished after it"
     );
 }

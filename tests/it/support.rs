@@ -385,7 +385,7 @@ impl Seen {
 }
 
 /// An HTTP/1.1 upstream on 127.0.0.1:0 that answers 200 `label` after reading the
-/// whole body, and counts what reached it.
+/// whole body (after N ms for `/slow/N`), and counts and records what reached it.
 pub async fn counting_upstream(label: &'static str) -> (SocketAddr, Arc<Seen>) {
     use std::sync::atomic::Ordering;
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -400,6 +400,10 @@ pub async fn counting_upstream(label: &'static str) -> (SocketAddr, Arc<Seen>) {
                     let seen = Arc::clone(&seen);
                     async move {
                         seen.heads.fetch_add(1, Ordering::SeqCst);
+                        if let Some(ms) = req.uri().path().strip_prefix("/slow/") {
+                            let ms = ms.parse().unwrap_or(0);
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
                         let mut text = format!("{} {}\n", req.method(), req.uri());
                         for (k, v) in req.headers() {
                             text.push_str(&format!(
