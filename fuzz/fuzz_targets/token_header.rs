@@ -1,0 +1,62 @@
+//! The deployment-token header: any bytes a client can put in `Authorization`. The
+//! parser never panics, only ever yields a trimmed, non-empty token after a
+//! case-insensitive `Bearer `, and authentication succeeds for exactly the one token
+//! the table knows.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+use switchyard::domain::names::{AgentName, EnvName};
+use switchyard::domain::token::{hash_token, TokenRecord};
+use switchyard::domain::Change;
+use switchyard::proxy::bearer;
+use switchyard::routing::{AuthError, RoutingTable};
+
+const KNOWN: &[u8] = b"swy_known-token-0123456789";
+const REVOKED: &[u8] = b"swy_revoked-token";
+
+fn table() -> &'static RoutingTable {
+    static T: OnceLock<RoutingTable> = OnceLock::new();
+    T.get_or_init(|| {
+        let t = RoutingTable::new();
+        let (agent, env) = match (AgentName::parse("a", "bot"), EnvName::parse("e", "staging")) {
+            (Ok(a), Ok(e)) => (a, e),
+            _ => panic!("fixed names are valid"),
+        };
+        for (token, revoked) in [(KNOWN, None), (REVOKED, Some(1))] {
+            t.apply(&Change::Token(TokenRecord {
+                id: "tok".into(),
+                agent: agent.clone(),
+                environment: env.clone(),
+                name: "fuzz".into(),
+                created_at: 0,
+                expires_at: None,
+                revoked_at: revoked,
+                hash: hash_token(token),
+            }));
+        }
+        t
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    // only what a header value can carry reaches the parser
+    let Ok(v) = http::HeaderValue::from_bytes(data) else {
+        return;
+    };
+    let Some(token) = bearer(v.as_bytes()) else {
+        return;
+    };
+    assert!(!token.is_empty());
+    assert!(data.len() > 7 && data[..7].eq_ignore_ascii_case(b"bearer "));
+    assert_eq!(token, token.trim_ascii());
+    match table().authenticate(&hash_token(token)) {
+        Ok(slot) => {
+            assert_eq!(token, KNOWN);
+            assert_eq!(slot.agent.as_str(), "bot");
+        }
+        Err(AuthError::Revoked) => assert_eq!(token, REVOKED),
+        Err(AuthError::Unknown) => assert!(token != KNOWN && token != REVOKED),
+        Err(AuthError::Expired) => panic!("no token here expires"),
+    }
+});
