@@ -192,6 +192,7 @@ pub async fn run(
         conns: Arc::new(Semaphore::new(config.limits.max_connections)),
         rejects: Arc::new(Semaphore::new(config.limits.reject_slots())),
         metrics: Arc::clone(&metrics),
+        table: Arc::clone(&table),
     });
     let mut finished = Vec::new();
     let serving = async {
@@ -306,7 +307,11 @@ struct ClientSide {
     /// Over-limit connections being answered 503 at once.
     rejects: Arc<Semaphore>,
     metrics: Arc<crate::telemetry::Metrics>,
+    table: Arc<RoutingTable>,
 }
+
+/// How often a worker drops the idle upstream connections their upstream closed.
+const POOL_SWEEP: Duration = Duration::from_secs(5);
 
 /// One client worker: accepts on its clones of the listeners, serves each
 /// connection on this thread, and on stop drains up to the deadline.
@@ -334,9 +339,18 @@ async fn worker(
             None => plain_loop.await,
         }
     };
+    let sweep = async {
+        let mut tick = tokio::time::interval(POOL_SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            side.table.pools().sweep();
+        }
+    };
     let mut on_stop = stop.clone();
     tokio::select! {
         _ = accept => {}
+        _ = sweep => {}
         _ = stopped(&mut on_stop) => {}
     }
     drop(active_tx);

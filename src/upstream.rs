@@ -1,34 +1,47 @@
 //! Upstream connection pools: keep-alive HTTP/1.1 connections to each upstream
 //! endpoint, one idle list per worker thread.
 //!
-//! A connection is driven by the runtime of the worker that opened it and is only
-//! reused by that worker, so a request never hops between threads. Checkout pops the
-//! newest idle connection (LIFO keeps the warm ones warm); the connection goes back when
-//! the response body has ended, with no task spawned. Locks: one `std::sync::Mutex`
-//! per (endpoint, worker), held for a push or a pop, never across an `.await`;
-//! uncontended, since only its worker touches it.
+//! A connection is driven by the request that holds it, inside that request's task:
+//! sending the request, reading the answer and streaming its body are polls of the
+//! client connection's task, with no second task and no hand-off between tasks per
+//! request. Consequently a connection belongs to the worker that opened it and is only
+//! reused by that worker. Checkout pops the newest idle connection (LIFO keeps the
+//! warm ones warm); the connection goes back when the response body has ended.
+//! Idle connections are not polled by anyone: a checkout finds out whether the
+//! upstream closed one meanwhile (its request is then handed back unsent), and each
+//! worker sweeps its idle lists every few seconds so closed sockets do not linger.
+//! Locks: one `std::sync::Mutex` per (endpoint, worker), held for a push, a pop or a
+//! sweep, never across an `.await`; uncontended, since only its worker touches it.
 //!
 //! Pools are shared by every route that names the same address, so a pointer move
 //! between versions on the same upstream keeps its warm connections.
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use futures_util::task::AtomicWaker;
 use http::uri::Authority;
 use http::HeaderValue;
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::cell::Cell;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+use tokio::net::TcpStream;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What the gateway sends upstream: the client's body under the size and idle limits.
 pub type UpstreamBody = crate::proxy::body::ClientBody;
-pub type Sender = http1::SendRequest<UpstreamBody>;
+type Sender = http1::SendRequest<UpstreamBody>;
+type Connection = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
+/// A request the connection could not take, handed back unsent when it can be.
+pub type SendError = hyper::client::conn::TrySendError<Request<UpstreamBody>>;
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -61,12 +74,171 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
+/// Routes the wakeups of a connection that is driven inside a request's task.
+///
+/// The connection's own channels (the request queue, the response, the body) signal
+/// one another while the task polls it; passing those on would only make the task
+/// poll itself once more. A wakeup that arrives while the task is inside the
+/// connection is noted instead and the connection is polled again at once; one that
+/// arrives from outside (the socket, through the runtime's I/O driver) wakes the task
+/// that drove the connection last, if it still holds it.
+#[derive(Default)]
+struct Relay {
+    task: AtomicWaker,
+    busy: AtomicBool,
+    woken: AtomicBool,
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.busy.load(Ordering::Acquire) {
+            self.woken.store(true, Ordering::Release);
+        } else {
+            self.task.wake();
+        }
+    }
+}
+
+/// Rounds of polling in one go before the task yields to others.
+const ROUNDS: usize = 32;
+
+/// hyper's halves of one connection.
+struct Io {
+    sender: Sender,
+    /// `None` once the connection has ended (closed by either side, or failed);
+    /// dropping it hands back what it still held: a request not yet written comes
+    /// back to its sender, a body being received ends.
+    conn: Option<Connection>,
+}
+
+impl Io {
+    /// Lets the connection read and write what it can; `false` once it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(conn) = &mut self.conn {
+            if let Poll::Ready(r) = Pin::new(conn).poll(cx) {
+                self.conn = None;
+                if let Err(e) = r {
+                    tracing::debug!(error.detail = %e, "upstream connection ended");
+                }
+            }
+        }
+        self.conn.is_some()
+    }
+
+    fn is_open(&self) -> bool {
+        self.conn.is_some() && !self.sender.is_closed()
+    }
+}
+
+/// One keep-alive connection to an upstream, driven by whoever holds it: the
+/// request that sends on it, then its response body until the body ends.
+pub struct Upstream {
+    io: Io,
+    relay: Arc<Relay>,
+    waker: Waker,
+    /// A request has been sent on it (a new connection takes its first one at once).
+    used: bool,
+}
+
+impl Upstream {
+    fn new(sender: Sender, conn: Connection) -> Self {
+        let relay = Arc::new(Relay::default());
+        Self {
+            io: Io {
+                sender,
+                conn: Some(conn),
+            },
+            waker: Waker::from(Arc::clone(&relay)),
+            relay,
+            used: false,
+        }
+    }
+
+    /// Polls `step` (the connection and what it feeds) until it is ready or nothing
+    /// it touched asked for another round. The socket wakes the task of `cx`.
+    fn run<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut step: impl FnMut(&mut Io, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        self.relay.task.register(cx.waker());
+        let mut inner = Context::from_waker(&self.waker);
+        for _ in 0..ROUNDS {
+            self.relay.woken.store(false, Ordering::Relaxed);
+            self.relay.busy.store(true, Ordering::Release);
+            let r = step(&mut self.io, &mut inner);
+            self.relay.busy.store(false, Ordering::Release);
+            if r.is_ready() || !self.relay.woken.load(Ordering::Acquire) {
+                return r;
+            }
+        }
+        // still more to do: let the worker's other tasks run first
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Lets go of the task that drove the connection: from now on its socket wakes
+    /// nobody until the connection is next checked out. `false` when it has ended.
+    fn release(&mut self) -> bool {
+        self.relay.task.take();
+        self.io.is_open()
+    }
+
+    /// Waits (briefly) until a used connection has finished its last exchange and
+    /// takes another request. Rare: the exchange normally ends in the same poll that
+    /// reads the end of the response.
+    async fn ready(&mut self) -> bool {
+        let wait = std::future::poll_fn(|cx| {
+            self.run(cx, |io, cx| {
+                if !io.drive(cx) {
+                    return Poll::Ready(false);
+                }
+                io.sender.poll_ready(cx).map(|r| r.is_ok())
+            })
+        });
+        matches!(
+            tokio::time::timeout(Duration::from_millis(100), wait).await,
+            Ok(true)
+        )
+    }
+
+    /// Sends one request and waits for the response head, driving the connection
+    /// meanwhile. A request the connection could not take is in the error.
+    pub async fn send(
+        &mut self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        if self.used && !self.io.sender.is_ready() {
+            // when it is still not ready, the request comes back unsent below
+            self.ready().await;
+        }
+        self.used = true;
+        // unconstrained: the answer is polled right after the connection delivers it,
+        // and a spent task budget must not turn that poll into another round
+        let answer = tokio::task::unconstrained(self.io.sender.try_send_request(req));
+        let mut answer = std::pin::pin!(answer);
+        std::future::poll_fn(|cx| {
+            self.run(cx, |io, cx| {
+                io.drive(cx);
+                answer.as_mut().poll(cx)
+            })
+        })
+        .await
+    }
+}
+
 /// The connections to one upstream address.
 pub struct UpstreamPool {
     pub authority: Authority,
     /// The `host` header the upstream receives.
     pub host: HeaderValue,
-    idle: Box<[Mutex<Vec<Sender>>]>,
+    /// Boxed connections: one moves with every request, so only a pointer should.
+    #[allow(clippy::vec_box)]
+    idle: Box<[Mutex<Vec<Box<Upstream>>>]>,
     max_idle: usize,
 }
 
@@ -91,49 +263,53 @@ impl UpstreamPool {
         }
     }
 
-    fn slot(&self) -> &Mutex<Vec<Sender>> {
+    #[allow(clippy::vec_box)]
+    fn slot(&self) -> &Mutex<Vec<Box<Upstream>>> {
         &self.idle[worker() % self.idle.len()]
     }
 
-    /// The newest idle connection of this worker that can take a request. A connection
-    /// given back a moment ago may still be finishing its previous exchange on this
-    /// thread: waiting for it is a poll of the connection, not a network round trip.
-    pub async fn checkout(&self) -> Option<Sender> {
-        loop {
-            let popped = self.slot().lock().ok()?.pop();
-            let mut s = popped?;
-            if s.is_ready() {
-                return Some(s);
-            }
-            // not ready yet (rare): give it a moment, then drop it for another
-            let ready = tokio::time::timeout(Duration::from_millis(100), s.ready()).await;
-            if matches!(ready, Ok(Ok(()))) {
-                return Some(s);
+    /// The newest idle connection of this worker that is still open. One the upstream
+    /// closed while it was idle is found out when it is sent on: the request comes
+    /// back unsent.
+    pub fn checkout(&self) -> Option<Box<Upstream>> {
+        let mut idle = self.slot().lock().ok()?;
+        while let Some(up) = idle.pop() {
+            if up.io.is_open() {
+                return Some(up);
             }
         }
+        None
     }
 
     /// Puts a connection back after its response has ended.
-    pub fn give_back(&self, s: Sender) {
-        if s.is_closed() {
+    pub fn give_back(&self, mut up: Box<Upstream>) {
+        if !up.release() {
             return;
         }
         if let Ok(mut idle) = self.slot().lock() {
             if idle.len() < self.max_idle {
-                idle.push(s);
+                idle.push(up);
             }
         }
     }
 
-    /// Opens a new connection, driven by the current runtime.
-    pub async fn connect(&self, timeout: Duration) -> Result<Sender, ConnectError> {
+    /// Drops this worker's idle connections that the upstream has closed: each is
+    /// polled once, with no task to wake.
+    pub fn sweep(&self) {
+        if let Ok(mut idle) = self.slot().lock() {
+            let mut cx = Context::from_waker(Waker::noop());
+            idle.retain_mut(|up| up.io.drive(&mut cx) && up.io.is_open());
+        }
+    }
+
+    /// Opens a new connection on this worker.
+    pub async fn connect(&self, timeout: Duration) -> Result<Box<Upstream>, ConnectError> {
         let addr = format!(
             "{}:{}",
             self.authority.host(),
             self.authority.port_u16().unwrap_or(80)
         );
-        let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await
-        {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ConnectError::Refused(e)),
             Err(_) => return Err(ConnectError::Timeout),
@@ -142,12 +318,8 @@ impl UpstreamPool {
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error.detail = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        // boxed: a connection's state is large and moves with every request
+        Ok(Box::new(Upstream::new(sender, conn)))
     }
 
     /// Idle connections of all workers (for tests and status).
@@ -200,19 +372,29 @@ impl Pools {
                 .value(),
         )
     }
+
+    /// Sweeps the calling worker's idle connections in every pool.
+    pub fn sweep(&self) {
+        let pools: Vec<Arc<UpstreamPool>> =
+            self.map.iter().map(|p| Arc::clone(p.value())).collect();
+        for p in pools {
+            p.sweep();
+        }
+    }
 }
 
-/// An upstream response body that returns its connection to the pool when it ends.
+/// An upstream response body that drives its connection while it is read and
+/// returns the connection to the pool when it ends.
 pub struct PooledBody {
     inner: Incoming,
-    ret: Option<(Sender, Arc<UpstreamPool>)>,
+    ret: Option<(Box<Upstream>, Arc<UpstreamPool>)>,
 }
 
 impl PooledBody {
-    pub fn new(inner: Incoming, sender: Sender, pool: Arc<UpstreamPool>) -> Self {
+    pub fn new(inner: Incoming, up: Box<Upstream>, pool: Arc<UpstreamPool>) -> Self {
         let mut b = Self {
             inner,
-            ret: Some((sender, pool)),
+            ret: Some((up, pool)),
         };
         if b.inner.is_end_stream() {
             b.give_back();
@@ -220,14 +402,14 @@ impl PooledBody {
         b
     }
 
-    /// A body whose connection is not pooled (upgrades).
+    /// A body whose connection is not pooled (upgrades: driven by its own task).
     pub fn unpooled(inner: Incoming) -> Self {
         Self { inner, ret: None }
     }
 
     fn give_back(&mut self) {
-        if let Some((s, pool)) = self.ret.take() {
-            pool.give_back(s);
+        if let Some((up, pool)) = self.ret.take() {
+            pool.give_back(up);
         }
     }
 }
@@ -240,11 +422,32 @@ impl Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        let inner = &mut this.inner;
+        let r = match &mut this.ret {
+            Some((up, _)) => {
+                let r = up.run(cx, |io, cx| match Pin::new(&mut *inner).poll_frame(cx) {
+                    Poll::Pending => {
+                        io.drive(cx);
+                        Pin::new(&mut *inner).poll_frame(cx)
+                    }
+                    ready => ready,
+                });
+                if r.is_pending() && up.io.conn.is_none() {
+                    // the connection is gone: dropping it ends the body
+                    this.ret = None;
+                    Pin::new(&mut this.inner).poll_frame(cx)
+                } else {
+                    r
+                }
+            }
+            // not pooled: the connection runs in a task of its own
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+        };
         match &r {
-            Poll::Ready(None) => self.give_back(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.give_back(),
-            Poll::Ready(Some(Err(_))) => self.ret = None,
+            Poll::Ready(None) => this.give_back(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
+            Poll::Ready(Some(Err(_))) => this.ret = None,
             _ => {}
         }
         r

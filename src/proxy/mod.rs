@@ -412,7 +412,7 @@ impl Proxy {
             trace.upstream = Some(Arc::clone(&ep.addr));
             req.headers_mut().insert(HOST, ep.pool.host.clone());
             loop {
-                let (mut sender, fresh) = match ep.pool.checkout().await {
+                let (mut up, fresh) = match ep.pool.checkout() {
                     Some(s) => (s, false),
                     None => {
                         // boxed: opening connections is rare with a warm pool
@@ -435,10 +435,10 @@ impl Proxy {
                         }
                     }
                 };
-                match tokio::time::timeout_at(deadline.into(), sender.try_send_request(req)).await {
+                match tokio::time::timeout_at(deadline.into(), up.send(req)).await {
                     Ok(Ok(resp)) => {
                         let pool = Arc::clone(&ep.pool);
-                        return Ok(resp.map(|b| PooledBody::new(b, sender, pool)));
+                        return Ok(resp.map(|b| PooledBody::new(b, up, pool)));
                     }
                     Ok(Err(mut e)) => match e.take_message() {
                         // an idle connection that the upstream had closed: a new one

@@ -253,6 +253,11 @@ impl RoutingTable {
         &self.metrics
     }
 
+    /// The upstream connection pools the routes use.
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
     /// Authenticates a token hash and returns its slot. The caller loads the route.
     pub fn authenticate(&self, hash: &TokenHash) -> Result<Arc<Slot>, AuthError> {
         let (slot, expires_at) = match self.tokens.get(hash) {

@@ -7,6 +7,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -670,5 +671,83 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         accepted.load(Ordering::SeqCst),
         n,
         "the pool is shared across versions"
+    );
+}
+
+/// An upstream that answers one request per connection with keep-alive framing, then,
+/// after 100 ms idle, closes its side (FIN) and reports once the gateway has closed
+/// its side too.
+async fn upstream_closing_idle_connections() -> (
+    SocketAddr,
+    Arc<AtomicU64>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                s.write_all(answer).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                s.shutdown().await.unwrap();
+                // whatever arrives now is not answered; EOF means the gateway let go
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        let _ = tx.send(());
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, rx)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_replaced_without_an_error() {
+    let g = TestGateway::start().await;
+    let (up, accepted, _closed) = upstream_closing_idle_connections().await;
+    g.agent_with_versions("bot", &[up]).await;
+    g.deploy("bot", "staging", "v1").await;
+    let (token, _) = g.token("bot", "staging").await;
+    let auth = bearer(&token);
+    for i in 1..=3 {
+        let r = get(&g.url("/"), &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(r.text(), "ok");
+        // the upstream has closed the idle connection by the next request
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn idle_connections_the_upstream_closed_are_let_go() {
+    let g = TestGateway::start().await;
+    let (up, _, mut closed) = upstream_closing_idle_connections().await;
+    g.agent_with_versions("bot", &[up]).await;
+    g.deploy("bot", "staging", "v1").await;
+    let (token, _) = g.token("bot", "staging").await;
+    let r = get(&g.url("/"), &[("authorization", &bearer(&token))]).await;
+    assert_eq!(r.status, 200);
+    // no further request: the worker's sweep (every 5 s) notices the close
+    let let_go = tokio::time::timeout(Duration::from_secs(8), closed.recv()).await;
+    assert!(
+        matches!(let_go, Ok(Some(()))),
+        "the gateway still holds a connection its upstream closed"
     );
 }
