@@ -24,7 +24,7 @@ use error::ProxyError;
 use headers::*;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -194,7 +194,8 @@ impl Proxy {
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<MeteredBody> {
         let metrics = self.table.metrics();
         let (open, admitted) = OpenRequest::open(metrics, self.limits.max_in_flight);
-        let request_id = match req.headers().get(X_REQUEST_ID) {
+        let fields = Fields::of(&req);
+        let request_id = match &fields.request_id {
             Some(v) if sane_request_id(v) => v.clone(),
             _ => new_request_id(),
         };
@@ -207,7 +208,8 @@ impl Proxy {
             close: false,
         };
         let forwarded = if admitted {
-            self.forward(conn, req, &request_id, &mut trace).await
+            self.forward(conn, req, fields, &request_id, &mut trace)
+                .await
         } else {
             metrics.overload[1].increment(1);
             Err(ProxyError::Overloaded)
@@ -286,30 +288,33 @@ impl Proxy {
         &self,
         conn: &ConnInfo,
         mut req: Request<Incoming>,
+        mut fields: Fields,
         request_id: &HeaderValue,
         trace: &mut Trace,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        if head_size(req.uri(), req.headers()) > self.limits.max_header_bytes {
+        if fields.head_size > self.limits.max_header_bytes {
             return Err(ProxyError::HeadersTooLarge);
         }
-        if req.version() <= Version::HTTP_11 && !framing_is_unambiguous(&req) {
+        if req.version() <= Version::HTTP_11 && !fields.framing_is_unambiguous(req.version()) {
             // the upstream might frame this request differently: refuse it and end the
             // connection, so no byte of it can reach the next request
             trace.close = true;
             return Err(ProxyError::BadRequest);
         }
-        let mut auth = req.headers().get_all(AUTHORIZATION).iter();
-        let (first, second) = (auth.next(), auth.next());
-        if second.is_some() {
+        if fields.authorizations > 1 {
             // two credentials: which one would the upstream believe?
             return Err(ProxyError::BadRequest);
         }
-        let hash = match first.and_then(|v| bearer(v.as_bytes())) {
+        let hash = match fields
+            .authorization
+            .as_ref()
+            .and_then(|v| bearer(v.as_bytes()))
+        {
             Some(token) => hash_token(token),
             None => return Err(ProxyError::MissingToken),
         };
         let slot = self.table.authenticate(&hash)?;
-        if let Some(want) = req.headers().get(&X_SWITCHYARD_ENVIRONMENT) {
+        if let Some(want) = &fields.environment {
             if want != slot.environment_header {
                 return Err(ProxyError::WrongEnvironment);
             }
@@ -323,33 +328,39 @@ impl Proxy {
         if target.stopped {
             return Err(ProxyError::VersionStopped);
         }
-        if content_length(req.headers()).is_some_and(|n| n > self.limits.max_body_bytes) {
+        if fields
+            .content_length()
+            .is_some_and(|n| n > self.limits.max_body_bytes)
+        {
             return Err(ProxyError::BodyTooLarge);
         }
 
-        let websocket = req.version() == Version::HTTP_11 && is_websocket_upgrade(req.headers());
-        let forwarded_host = match req.headers().get(HOST) {
-            Some(h) => Some(h.clone()),
+        // both fields are hop-by-hop: a handshake is rare, and checked only then
+        let websocket = fields.hop & (CONNECTION_BIT | UPGRADE_BIT) == CONNECTION_BIT | UPGRADE_BIT
+            && req.version() == Version::HTTP_11
+            && is_websocket_upgrade(req.headers());
+        let forwarded_host = match fields.host.take() {
+            Some(h) => Some(h),
             None => req
                 .uri()
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
         let h = req.headers_mut();
-        strip_hop_by_hop(h, websocket);
+        strip_hop_by_hop_bits(h, fields.hop, websocket);
         h.reserve(10); // what we add below, in one growth
         h.remove(AUTHORIZATION);
-        h.remove(HOST);
-        h.insert(X_FORWARDED_FOR, conn.forwarded_for.clone());
-        h.insert(X_FORWARDED_PROTO, conn.proto.clone());
+        // `host` is set to the upstream's when the request is sent
+        fields.set(h, SET_FORWARDED_FOR, conn.forwarded_for.clone());
+        fields.set(h, SET_FORWARDED_PROTO, conn.proto.clone());
         match forwarded_host {
-            Some(v) => h.insert(X_FORWARDED_HOST, v),
-            None => h.remove(X_FORWARDED_HOST),
-        };
-        h.insert(X_REQUEST_ID, request_id.clone());
-        h.insert(X_SWITCHYARD_AGENT, agent_header);
-        h.insert(X_SWITCHYARD_ENVIRONMENT, environment_header);
-        h.insert(X_SWITCHYARD_VERSION, target.label.clone());
+            Some(v) => fields.set(h, SET_FORWARDED_HOST, v),
+            None => fields.unset(h, SET_FORWARDED_HOST),
+        }
+        fields.set(h, SET_REQUEST_ID, request_id.clone());
+        fields.set(h, SET_AGENT, agent_header);
+        fields.set(h, SET_ENVIRONMENT, environment_header);
+        fields.set(h, SET_VERSION, target.label.clone());
 
         let upstream = if websocket {
             // boxed: the rare path must not grow every request's future
@@ -532,16 +543,106 @@ impl Proxy {
     }
 }
 
-/// HTTP/1.x framing a proxy can pass on safely (RFC 9112 §6.3, §3.2): never both
-/// `content-length` and `transfer-encoding`, and exactly one `host` in HTTP/1.1.
-/// (hyper already refuses differing or invalid lengths, a final coding other than
-/// chunked, obs-fold and bare CR.)
-fn framing_is_unambiguous<B>(req: &Request<B>) -> bool {
-    let h = req.headers();
-    if h.contains_key(http::header::TRANSFER_ENCODING) && h.contains_key(CONTENT_LENGTH) {
-        return false;
+/// The fields the gateway sets on every forwarded request (and `host`, set when the
+/// request is sent).
+static SET: [HeaderName; 7] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_REQUEST_ID,
+    X_SWITCHYARD_AGENT,
+    X_SWITCHYARD_ENVIRONMENT,
+    X_SWITCHYARD_VERSION,
+];
+const SET_FORWARDED_FOR: usize = 0;
+const SET_FORWARDED_PROTO: usize = 1;
+const SET_FORWARDED_HOST: usize = 2;
+const SET_REQUEST_ID: usize = 3;
+const SET_AGENT: usize = 4;
+const SET_ENVIRONMENT: usize = 5;
+const SET_VERSION: usize = 6;
+
+/// What the proxy needs from a request's fields, from one pass over them instead of
+/// a hash lookup per name.
+#[derive(Default)]
+pub struct Fields {
+    request_id: Option<HeaderValue>,
+    authorization: Option<HeaderValue>,
+    authorizations: usize,
+    host: Option<HeaderValue>,
+    hosts: usize,
+    environment: Option<HeaderValue>,
+    content_length: Option<HeaderValue>,
+    /// [`hop_by_hop_bits`] of the request.
+    hop: u8,
+    /// Which of the fields the gateway sets ([`SET`]) the client sent too: those are
+    /// replaced, the others only added (cheaper).
+    sent: u8,
+    /// The size of the head as the limit counts it: the target plus every field
+    /// name and value, 4 bytes of framing each.
+    head_size: usize,
+}
+
+impl Fields {
+    pub fn of<B>(req: &Request<B>) -> Self {
+        let mut f = Fields {
+            head_size: req.uri().path_and_query().map_or(1, |p| p.as_str().len()),
+            ..Fields::default()
+        };
+        for (k, v) in req.headers() {
+            f.head_size += k.as_str().len() + v.len() + 4;
+            if *k == AUTHORIZATION {
+                f.authorizations += 1;
+                f.authorization.get_or_insert_with(|| v.clone());
+            } else if *k == HOST {
+                f.hosts += 1;
+                f.host.get_or_insert_with(|| v.clone());
+            } else if *k == CONTENT_LENGTH {
+                f.content_length.get_or_insert_with(|| v.clone());
+            } else if let Some(i) = SET.iter().position(|s| s == k) {
+                f.sent |= 1 << i;
+                if i == SET_REQUEST_ID {
+                    f.request_id.get_or_insert_with(|| v.clone());
+                } else if i == SET_ENVIRONMENT {
+                    f.environment.get_or_insert_with(|| v.clone());
+                }
+            } else {
+                f.hop |= hop_by_hop_bit(k);
+            }
+        }
+        f
     }
-    req.version() != Version::HTTP_11 || h.get_all(HOST).iter().count() == 1
+
+    /// Sets a field the gateway sets ([`SET`]`[i]`), replacing the client's values.
+    fn set(&self, h: &mut HeaderMap, i: usize, v: HeaderValue) {
+        if self.sent & (1 << i) != 0 {
+            h.insert(&SET[i], v);
+        } else {
+            h.append(&SET[i], v);
+        }
+    }
+
+    /// Removes the client's values of a field the gateway sets ([`SET`]`[i]`).
+    fn unset(&self, h: &mut HeaderMap, i: usize) {
+        if self.sent & (1 << i) != 0 {
+            h.remove(&SET[i]);
+        }
+    }
+
+    /// HTTP/1.x framing a proxy can pass on safely (RFC 9112 §6.3, §3.2): never both
+    /// `content-length` and `transfer-encoding`, and exactly one `host` in HTTP/1.1.
+    /// (hyper already refuses differing or invalid lengths, a final coding other than
+    /// chunked, obs-fold and bare CR.)
+    fn framing_is_unambiguous(&self, version: Version) -> bool {
+        if self.hop & TRANSFER_ENCODING_BIT != 0 && self.content_length.is_some() {
+            return false;
+        }
+        version != Version::HTTP_11 || self.hosts == 1
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        self.content_length.as_ref()?.to_str().ok()?.parse().ok()
+    }
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
@@ -551,10 +652,6 @@ pub fn bearer(v: &[u8]) -> Option<&[u8]> {
     }
     let t = v[7..].trim_ascii();
     (!t.is_empty()).then_some(t)
-}
-
-fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -613,6 +710,32 @@ pub fn error_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_pass_over_the_fields() {
+        let req = Request::builder()
+            .uri("/abc?d")
+            .header("a", "bc")
+            .header("Host", "h")
+            .header("authorization", "Bearer t1")
+            .header("authorization", "Bearer t2")
+            .header("x-request-id", "r1")
+            .header("transfer-encoding", "chunked")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        let f = Fields::of(&req);
+        let fields = 1 + 2 + 4 + 1 + 2 * (13 + 9) + 12 + 2 + 17 + 7 + 14 + 1;
+        assert_eq!(f.head_size, 6 + fields + 7 * 4);
+        assert_eq!(f.authorizations, 2);
+        assert_eq!(f.authorization.as_ref().unwrap(), "Bearer t1");
+        assert_eq!(f.hosts, 1);
+        assert_eq!(f.host.as_ref().unwrap(), "h");
+        assert_eq!(f.request_id.as_ref().unwrap(), "r1");
+        assert_eq!(f.hop, TRANSFER_ENCODING_BIT);
+        assert_eq!(f.content_length(), Some(5));
+        assert!(!f.framing_is_unambiguous(Version::HTTP_11));
+    }
 
     #[test]
     fn bearer_tokens() {

@@ -47,6 +47,10 @@ async fn forwards_with_the_header_rules_in_both_directions() {
             ("x-request-id", "client-id-123"),
             ("x-custom", "kept"),
             ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "gopher"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-switchyard-agent", "other"),
+            ("x-switchyard-environment", "staging"),
             ("x-switchyard-version", "v99"),
         ],
         Bytes::from_static(b"hello"),
@@ -99,7 +103,14 @@ async fn forwards_with_the_header_rules_in_both_directions() {
     .await;
     let rid = r.header("x-request-id").unwrap().to_owned();
     assert_ne!(rid, "has spaces and ; semicolons");
-    assert_eq!(r.json()["headers"]["x-request-id"], rid.as_str());
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-request-id"], rid.as_str());
+    // fields the client did not send are added once each
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-switchyard-agent"], "bot");
+    assert_eq!(h["x-switchyard-environment"], "staging");
+    assert_eq!(h["x-switchyard-version"], "v1");
 }
 
 #[tokio::test]

@@ -316,8 +316,15 @@ pub async fn echo_answer(
         return Ok(hyper::Response::new(Full::new(Bytes::from(vec![b'x'; n]))));
     }
     let mut headers = serde_json::Map::new();
-    for (k, v) in req.headers() {
-        headers.insert(k.as_str().to_owned(), json!(v.to_str().unwrap_or("")));
+    // a field sent twice shows as its values joined, so a duplicate is visible
+    for k in req.headers().keys() {
+        let values: Vec<&str> = req
+            .headers()
+            .get_all(k)
+            .iter()
+            .map(|v| v.to_str().unwrap_or(""))
+            .collect();
+        headers.insert(k.as_str().to_owned(), json!(values.join(", ")));
     }
     let method = req.method().to_string();
     let query = req.uri().query().map(str::to_owned);
