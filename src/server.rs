@@ -132,7 +132,6 @@ pub async fn run(
             }
         })
     };
-    let metrics = Arc::clone(table.metrics());
     let graceful = GracefulShutdown::new();
     let admin_builder = auto::Builder::new(TokioExecutor::new());
     let admin_conns = Arc::new(Semaphore::new(256));
@@ -191,7 +190,6 @@ pub async fn run(
         limits: config.limits.clone(),
         conns: Arc::new(Semaphore::new(config.limits.max_connections)),
         rejects: Arc::new(Semaphore::new(config.limits.reject_slots())),
-        metrics: Arc::clone(&metrics),
         table: Arc::clone(&table),
     });
     let mut finished = Vec::new();
@@ -306,7 +304,7 @@ struct ClientSide {
     conns: Arc<Semaphore>,
     /// Over-limit connections being answered 503 at once.
     rejects: Arc<Semaphore>,
-    metrics: Arc<crate::telemetry::Metrics>,
+    /// The routing table: its metrics and its upstream pools.
     table: Arc<RoutingTable>,
 }
 
@@ -380,7 +378,7 @@ async fn accept_client(
         let (permit, admit) = match Arc::clone(&side.conns).try_acquire_owned() {
             Ok(p) => (p, true),
             Err(_) => {
-                side.metrics.overload[0].increment(1);
+                side.table.metrics().overload[0].increment(1);
                 match Arc::clone(&side.rejects).try_acquire_owned() {
                     Ok(p) => (p, false),
                     Err(_) => continue,
@@ -388,7 +386,7 @@ async fn accept_client(
             }
         };
         let _ = stream.set_nodelay(true);
-        let load = Arc::clone(&side.metrics);
+        let load = Arc::clone(side.table.metrics());
         load.load.connections.fetch_add(1, Ordering::Relaxed);
         let guard = (permit, OpenConnection(load));
         let (side, stop, tls, hold) =

@@ -79,7 +79,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, websocket: bool) {
 /// [`strip_hop_by_hop`] for a message whose [`hop_by_hop_bits`] are known.
 pub fn strip_hop_by_hop_bits(headers: &mut HeaderMap, bits: u8, websocket: bool) {
     if bits != 0 {
-        if bits & 1 != 0 {
+        if bits & CONNECTION_BIT != 0 {
             remove_named_by_connection(headers);
         }
         for (i, h) in HOP_BY_HOP.iter().enumerate() {
