@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What the gateway sends upstream: the client's body under the size and idle limits.
@@ -42,6 +43,15 @@ type Sender = http1::SendRequest<UpstreamBody>;
 type Connection = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
 /// A request the connection could not take, handed back unsent when it can be.
 pub type SendError = hyper::client::conn::TrySendError<Request<UpstreamBody>>;
+
+/// Why [`Upstream::send`] brought no response head.
+pub enum SendFailure {
+    /// The connection failed or refused the request (which is inside when unsent).
+    /// Boxed: it is rare, and carries the whole request.
+    Failed(Box<SendError>),
+    /// The deadline passed first.
+    TimedOut,
+}
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -142,6 +152,10 @@ pub struct Upstream {
     waker: Waker,
     /// A request has been sent on it (a new connection takes its first one at once).
     used: bool,
+    /// The response-head deadline of the request in flight: one timer per connection,
+    /// moved forward for each request (a later deadline only updates the timer's
+    /// entry; the runtime's timer wheel is touched when the old one comes due).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Upstream {
@@ -155,6 +169,7 @@ impl Upstream {
             waker: Waker::from(Arc::clone(&relay)),
             relay,
             used: false,
+            timer: None,
         }
     }
 
@@ -206,28 +221,45 @@ impl Upstream {
         )
     }
 
-    /// Sends one request and waits for the response head, driving the connection
-    /// meanwhile. A request the connection could not take is in the error.
+    /// Sends one request and waits, until `deadline`, for the response head, driving
+    /// the connection meanwhile. A request the connection could not take is in the
+    /// error.
     pub async fn send(
         &mut self,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, SendFailure> {
         if self.used && !self.io.sender.is_ready() {
             // when it is still not ready, the request comes back unsent below
             self.ready().await;
         }
         self.used = true;
+        let mut timer = match self.timer.take() {
+            Some(mut t) => {
+                t.as_mut().reset(deadline);
+                t
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
         // unconstrained: the answer is polled right after the connection delivers it,
         // and a spent task budget must not turn that poll into another round
         let answer = tokio::task::unconstrained(self.io.sender.try_send_request(req));
         let mut answer = std::pin::pin!(answer);
-        std::future::poll_fn(|cx| {
+        let r = std::future::poll_fn(|cx| {
             self.run(cx, |io, cx| {
                 io.drive(cx);
-                answer.as_mut().poll(cx)
+                if let Poll::Ready(r) = answer.as_mut().poll(cx) {
+                    return Poll::Ready(r.map_err(|e| SendFailure::Failed(Box::new(e))));
+                }
+                // polled with the connection's waker: once the connection is back in
+                // the pool, a timer that comes due wakes nobody
+                let due = std::pin::pin!(tokio::task::unconstrained(timer.as_mut()));
+                due.poll(cx).map(|()| Err(SendFailure::TimedOut))
             })
         })
-        .await
+        .await;
+        self.timer = Some(timer);
+        r
     }
 }
 

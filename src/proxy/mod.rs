@@ -17,7 +17,7 @@ use crate::domain::token::hash_token;
 use crate::envelope::{error_json, new_request_id, sane_request_id};
 use crate::routing::{Route, RoutingTable, Slot, Target};
 use crate::telemetry::{Metrics, UpstreamErrorKind, AUTH_REASONS};
-use crate::upstream::{BoxError, ConnectError, PooledBody};
+use crate::upstream::{BoxError, ConnectError, PooledBody, SendFailure};
 use body::{BodyTimeout, BodyTooLarge, ClientBody};
 use bytes::Bytes;
 use error::ProxyError;
@@ -446,12 +446,12 @@ impl Proxy {
                         }
                     }
                 };
-                match tokio::time::timeout_at(deadline.into(), up.send(req)).await {
-                    Ok(Ok(resp)) => {
+                match up.send(req, deadline.into()).await {
+                    Ok(resp) => {
                         let pool = Arc::clone(&ep.pool);
                         return Ok(resp.map(|b| PooledBody::new(b, up, pool)));
                     }
-                    Ok(Err(mut e)) => match e.take_message() {
+                    Err(SendFailure::Failed(mut e)) => match e.take_message() {
                         // an idle connection that the upstream had closed: a new one
                         Some(back) if !fresh => req = back,
                         Some(back) => {
@@ -466,7 +466,7 @@ impl Proxy {
                             return Err((err, kind));
                         }
                     },
-                    Err(_) => {
+                    Err(SendFailure::TimedOut) => {
                         tracing::warn!(upstream.addr = %ep.addr, error.kind = "timeout", "upstream did not answer in time");
                         return Err((ProxyError::UpstreamTimeout, K::Timeout));
                     }

@@ -762,3 +762,29 @@ async fn idle_connections_the_upstream_closed_are_let_go() {
         "the gateway still holds a connection its upstream closed"
     );
 }
+
+#[tokio::test]
+async fn each_request_on_a_kept_alive_upstream_connection_gets_its_own_response_deadline() {
+    let mut b = TestGateway::builder().limits(|l| l.upstream_response_timeout_ms = 600);
+    // one worker: every request takes the same pooled upstream connection
+    b.config.workers = 1;
+    let g = b.start().await;
+    let (up, seen) = counting_upstream("ok").await;
+    g.agent_with_versions("bot", &[up]).await;
+    g.deploy("bot", "staging", "v1").await;
+    let (token, _) = g.token("bot", "staging").await;
+    let auth = bearer(&token);
+    // together well past one deadline, each within its own
+    for i in 1..=4 {
+        let r = get(&g.url("/slow/300"), &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    assert_eq!(seen.connections(), 1, "the requests shared one connection");
+    let r = get(&g.url("/slow/3000"), &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.error_code(), "upstream_timeout");
+    // the connection that timed out is not reused; the next request gets a new one
+    let r = get(&g.url("/"), &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(seen.connections(), 2);
+}

@@ -374,6 +374,8 @@ pub async fn echo_upstream(label: &'static str) -> SocketAddr {
 /// What a [`counting_upstream`] has seen.
 #[derive(Default)]
 pub struct Seen {
+    /// Connections accepted.
+    pub connections: std::sync::atomic::AtomicU64,
     /// Request heads received.
     pub heads: std::sync::atomic::AtomicU64,
     /// Requests whose body arrived complete.
@@ -383,6 +385,9 @@ pub struct Seen {
 }
 
 impl Seen {
+    pub fn connections(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
     pub fn heads(&self) -> u64 {
         self.heads.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -402,6 +407,7 @@ pub async fn counting_upstream(label: &'static str) -> (SocketAddr, Arc<Seen>) {
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             let seen = Arc::clone(&shared);
+            seen.connections.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let seen = Arc::clone(&seen);
