@@ -13,14 +13,17 @@ use crate::routing::RoutingTable;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::upstream::{set_worker, Pools};
+use futures_util::task::AtomicWaker;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -513,7 +516,7 @@ async fn serve_io<I, S, B>(
         }
         let r = tokio::select! {
             r = conn.as_mut() => r,
-            _ = stopped(&mut stop) => {
+            _ = Stop::new(&mut stop) => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -541,7 +544,7 @@ async fn serve_io<I, S, B>(
         tokio::pin!(conn);
         let r = tokio::select! {
             r = conn.as_mut() => r,
-            _ = stopped(&mut stop) => {
+            _ = Stop::new(&mut stop) => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -555,6 +558,63 @@ async fn serve_io<I, S, B>(
 /// Completes once the stop flag is set (the watch guard is not held across awaits).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// [`stopped`] for a client connection, which is polled on every wake of the
+/// connection: the watch is shared by every connection and polling a waiting watch
+/// takes its lock, so here it is polled once to register and then only when it
+/// woke the connection.
+struct Stop<'a> {
+    signal: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+    relay: Arc<StopRelay>,
+    waker: Waker,
+}
+
+#[derive(Default)]
+struct StopRelay {
+    /// The signal woke (or has not been polled yet).
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for StopRelay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<'a> Stop<'a> {
+    fn new(stop: &'a mut watch::Receiver<bool>) -> Self {
+        let relay = Arc::new(StopRelay {
+            fired: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        Self {
+            signal: Box::pin(stopped(stop)),
+            waker: Waker::from(Arc::clone(&relay)),
+            relay,
+        }
+    }
+}
+
+impl Future for Stop<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.relay.task.register(cx.waker());
+        if !self.relay.fired.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let this = &mut *self;
+        this.signal
+            .as_mut()
+            .poll(&mut Context::from_waker(&this.waker))
+    }
 }
 
 /// Streams a client cancelled before their answer, per connection. An HTTP/2 client

@@ -788,3 +788,36 @@ async fn each_request_on_a_kept_alive_upstream_connection_gets_its_own_response_
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(seen.connections(), 2);
 }
+
+#[tokio::test]
+async fn stopping_closes_idle_keep_alive_connections_without_waiting_for_the_drain_deadline() {
+    let g = TestGateway::builder()
+        .limits(|l| l.drain_timeout_ms = 60_000)
+        .start()
+        .await;
+    let up = echo_upstream("v1").await;
+    g.agent_with_versions("bot", &[up]).await;
+    g.deploy("bot", "staging", "v1").await;
+    let (token, _) = g.token("bot", "staging").await;
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(g.client).await.unwrap();
+        let req = format!("GET / HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {token}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        conns.push(s);
+    }
+    // idle, kept alive: the stop must reach every one of them
+    let stopping = tokio::spawn(g.stop());
+    for mut s in conns {
+        let mut buf = [0u8; 64];
+        let end = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+        assert!(
+            matches!(end, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle connection was left open after the stop: {end:?}"
+        );
+    }
+    stopping.await.unwrap();
+}
