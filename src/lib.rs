@@ -18,4 +18,5 @@ pub mod routing;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+mod timer;
 pub mod upstream;

@@ -535,7 +535,7 @@ async fn serve_io<I, S, B>(
         }
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
-        b.timer(TokioTimer::new())
+        b.timer(crate::timer::ConnTimer::new())
             .header_read_timeout(limits.header_read_timeout())
             .max_buf_size((limits.max_header_bytes * 2).max(8192))
             // over the connection limit: one answer (the 503), then close

@@ -510,6 +510,43 @@ async fn slow_clients_are_cut_off() {
     );
 }
 
+/// The head timeout holds for every request on a kept-alive connection, not only the
+/// first: after some requests, a head that stalls halfway, and a connection that goes
+/// quiet, are each closed.
+#[tokio::test]
+async fn later_heads_on_a_kept_alive_connection_are_timed_too() {
+    let (g, token, _) =
+        setup_with(TestGateway::builder().limits(|l| l.header_read_timeout_ms = 400)).await;
+    let request = format!("GET / HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n");
+    for stall in [&b"GET / HTTP/1.1\r\nHost: x\r\n"[..], b""] {
+        let mut s = TcpStream::connect(g.client).await.unwrap();
+        // together well past one head timeout
+        for _ in 0..4 {
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(
+                buf[..n].starts_with(b"HTTP/1.1 200"),
+                "{:?}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+            // a pause within the head timeout
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        s.write_all(stall).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .map(|r| r.unwrap_or(0))
+            .expect("the stalled connection is closed");
+        assert!(
+            n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+}
+
 /// A client loop sends requests without pause while the pointer flips between v1 and
 /// v2 1,000 times: no request fails, and every request that starts after a flip's 200
 /// (and ends before the next flip is sent) is served by the version that flip installed.
