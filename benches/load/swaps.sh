@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Swaps under load: wrk at 32 connections against Switchyard, once alone and once while
 # an admin loop moves the pointer (deploy v2 / roll back to v1) RATE times a second.
-# Alternates the two kinds of run REPS times; prints throughput of each, the ratio,
-# non-2xx responses and socket errors, and the admin move latency.
+# Alternates the two kinds of run REPS times (still first in odd repetitions, moving
+# first in even ones, so drift on a busy machine does not favour either); prints
+# throughput of each, the ratio per repetition and its median, non-2xx responses and
+# socket errors, and the admin move latency.
 #
-#   bash benches/load/swaps.sh        (DURATION=20 REPS=3 RATE=60 CONNS=32)
+#   bash benches/load/swaps.sh        (DURATION=10 REPS=7 RATE=60 CONNS=32)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-DURATION=${DURATION:-20}; REPS=${REPS:-3}; RATE=${RATE:-60}; CONNS=${CONNS:-32}
+DURATION=${DURATION:-10}; REPS=${REPS:-7}; RATE=${RATE:-60}; CONNS=${CONNS:-32}
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk nginx"; exit 1; }
 (cd "$ROOT" && cargo build --release --quiet && cargo bench --bench swaps --no-run --quiet 2>/dev/null)
 SWAPS_BIN=$(ls -t "${CARGO_TARGET_DIR:-$ROOT/target}"/release/deps/swaps-* | grep -v '\.d$' | head -1)
@@ -18,12 +20,15 @@ HDR="Authorization: Bearer $(cat "$BENCH_TMP/run/gateway.token")"
 URL="http://127.0.0.1:$GATEWAY_PORT/"
 wrk -t1 -c"$CONNS" -d2s -H "$HDR" "$URL" >/dev/null
 OUT="$BENCH_TMP/results/swaps-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
-for rep in $(seq 1 "$REPS"); do
-    wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$HDR" "$URL" > "$OUT/still_$rep.txt" 2>&1
-    ADMIN=127.0.0.1:$GATEWAY_ADMIN TOKEN=$ADMIN_TOKEN RATE=$RATE SECONDS=$DURATION "$SWAPS_BIN" > "$OUT/moves_$rep.txt" 2>&1 &
-    mover=$!
-    wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$HDR" "$URL" > "$OUT/moving_$rep.txt" 2>&1
+still() { wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$HDR" "$URL" > "$OUT/still_$1.txt" 2>&1; }
+moving() {
+    ADMIN=127.0.0.1:$GATEWAY_ADMIN TOKEN=$ADMIN_TOKEN RATE=$RATE SECONDS=$DURATION "$SWAPS_BIN" > "$OUT/moves_$1.txt" 2>&1 &
+    local mover=$!
+    wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$HDR" "$URL" > "$OUT/moving_$1.txt" 2>&1
     wait "$mover"
+}
+for rep in $(seq 1 "$REPS"); do
+    if [ $((rep % 2)) = 1 ]; then still "$rep"; moving "$rep"; else moving "$rep"; still "$rep"; fi
     for k in still moving; do
         f="$OUT/${k}_$rep.txt"
         printf '%s rep %s: %s req/s; %s\n' "$k" "$rep" "$(awk '/Requests\/sec:/{print $2}' "$f")" \
@@ -32,4 +37,9 @@ for rep in $(seq 1 "$REPS"); do
     cat "$OUT/moves_$rep.txt"
 done | tee "$OUT/summary.txt"
 awk '/^still/{s[++a]=$4} /^moving/{m[++b]=$4} /non-2xx|Non-2xx|Socket errors/{bad=1}
-  END{ for(i=1;i<=a;i++) printf "rep %d: moving/still = %.3f\n", i, m[i]/s[i]; if(!bad) print "no socket errors, no non-2xx responses" }' "$OUT/summary.txt" | tee -a "$OUT/summary.txt"
+  END{ for(i=1;i<=a;i++) { r[i]=m[i]/s[i]; printf "rep %d: moving/still = %.3f\n", i, r[i] }
+       # median of the ratios (insertion sort; a handful of values)
+       for(i=2;i<=a;i++) { v=r[i]; for(j=i-1;j>=1 && r[j]>v;j--) r[j+1]=r[j]; r[j+1]=v }
+       med=(a%2) ? r[(a+1)/2] : (r[a/2]+r[a/2+1])/2
+       printf "median moving/still = %.3f over %d repetitions\n", med, a
+       if(!bad) print "no socket errors, no non-2xx responses" }' "$OUT/summary.txt" | tee -a "$OUT/summary.txt"
