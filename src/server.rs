@@ -462,7 +462,18 @@ async fn serve_client(
             };
             let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = TokioIo::new(s);
-            serve_io(io, h2, service, &side.limits, stop, &resets, admitted).await
+            // boxed: TLS state is large, and would make every plain connection's task
+            // as large too
+            Box::pin(serve_io(
+                io,
+                h2,
+                service,
+                &side.limits,
+                stop,
+                &resets,
+                admitted,
+            ))
+            .await
         }
     }
 }

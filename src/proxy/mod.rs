@@ -401,20 +401,9 @@ impl Proxy {
     ) -> Result<Response<PooledBody>, (ProxyError, UpstreamErrorKind)> {
         use UpstreamErrorKind as K;
         let deadline = trace.started + self.limits.upstream_response_timeout();
-        let (mut parts, body) = req.into_parts();
-        let pq = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::from(pq);
-        parts.version = Version::HTTP_11;
-        let body = ClientBody::new(
-            body,
-            self.limits.max_body_bytes,
-            self.limits.body_read_timeout(),
-        );
-        let mut req = Request::from_parts(parts, body);
+        // in place, and in a plain function: what is held across the awaits below is
+        // the one request that is sent (the future stays small and moves less)
+        let mut req = self.upstream_request(req);
         let n = target.endpoints.len();
         let first = target.first_endpoint();
         let mut last = (ProxyError::UpstreamUnavailable, K::Connect);
@@ -475,6 +464,20 @@ impl Proxy {
         }
         // the last failure was counted where it happened
         Err(last)
+    }
+
+    /// The request as the upstream receives it: origin-form target, HTTP/1.1, and the
+    /// client's body under the size and idle limits.
+    fn upstream_request(&self, mut req: Request<Incoming>) -> Request<ClientBody> {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+        *req.version_mut() = Version::HTTP_11;
+        let (limit, idle) = (self.limits.max_body_bytes, self.limits.body_read_timeout());
+        req.map(|body| ClientBody::new(body, limit, idle))
     }
 
     /// A WebSocket handshake: a dedicated upstream connection with upgrades; after a
