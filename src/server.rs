@@ -581,7 +581,6 @@ struct Stop<'a> {
     waker: Waker,
 }
 
-#[derive(Default)]
 struct StopRelay {
     /// The signal woke (or has not been polled yet).
     fired: AtomicBool,

@@ -339,13 +339,11 @@ impl Proxy {
         let websocket = fields.hop & (CONNECTION_BIT | UPGRADE_BIT) == CONNECTION_BIT | UPGRADE_BIT
             && req.version() == Version::HTTP_11
             && is_websocket_upgrade(req.headers());
-        let forwarded_host = match fields.host.take() {
-            Some(h) => Some(h),
-            None => req
-                .uri()
+        let forwarded_host = fields.host.take().or_else(|| {
+            req.uri()
                 .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let h = req.headers_mut();
         strip_hop_by_hop_bits(h, fields.hop, websocket);
         h.reserve(10); // what we add below, in one growth

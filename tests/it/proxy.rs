@@ -490,16 +490,7 @@ async fn slow_clients_are_cut_off() {
     let mut s = TcpStream::connect(g.client).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let started = Instant::now();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .map(|r| r.unwrap_or(0))
-        .expect("the slow connection is closed");
-    assert!(
-        n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"),
-        "{:?}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    assert_cut_off(&mut s, "the slow connection is closed").await;
     assert!(started.elapsed() < Duration::from_secs(3));
     // and a normal client is still served
     assert_eq!(
@@ -534,17 +525,22 @@ async fn later_heads_on_a_kept_alive_connection_are_timed_too() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         s.write_all(stall).await.unwrap();
-        let mut buf = vec![0u8; 1024];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .map(|r| r.unwrap_or(0))
-            .expect("the stalled connection is closed");
-        assert!(
-            n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"),
-            "{:?}",
-            String::from_utf8_lossy(&buf[..n])
-        );
+        assert_cut_off(&mut s, "the stalled connection is closed").await;
     }
+}
+
+/// Within 5 s the gateway answers 408 or closes the connection.
+async fn assert_cut_off(s: &mut TcpStream, what: &str) {
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .map(|r| r.unwrap_or(0))
+        .expect(what);
+    assert!(
+        n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }
 
 /// A client loop sends requests without pause while the pointer flips between v1 and
@@ -828,14 +824,8 @@ async fn each_request_on_a_kept_alive_upstream_connection_gets_its_own_response_
 
 #[tokio::test]
 async fn stopping_closes_idle_keep_alive_connections_without_waiting_for_the_drain_deadline() {
-    let g = TestGateway::builder()
-        .limits(|l| l.drain_timeout_ms = 60_000)
-        .start()
-        .await;
-    let up = echo_upstream("v1").await;
-    g.agent_with_versions("bot", &[up]).await;
-    g.deploy("bot", "staging", "v1").await;
-    let (token, _) = g.token("bot", "staging").await;
+    let (g, token, _) =
+        setup_with(TestGateway::builder().limits(|l| l.drain_timeout_ms = 60_000)).await;
     let mut conns = Vec::new();
     for _ in 0..4 {
         let mut s = TcpStream::connect(g.client).await.unwrap();
