@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Swaps under load: wrk at 32 connections against Switchyard, once alone and once while
 # an admin loop moves the pointer (deploy v2 / roll back to v1) RATE times a second.
-# Alternates the two kinds of run REPS times (still first in odd repetitions, moving
-# first in even ones, so drift on a busy machine does not favour either); prints
-# throughput of each, the ratio per repetition and its median, non-2xx responses and
-# socket errors, and the admin move latency.
+# Each repetition runs still, moving and a second still run ("again") back to back,
+# in reverse order in even repetitions, so drift on a busy machine favours neither;
+# again/still is the same comparison with no moves at all: how far two runs differ
+# on this machine by chance. Prints throughput of each, the ratios per repetition
+# and their medians, non-2xx responses and socket errors, and the admin move latency.
 #
 #   bash benches/load/swaps.sh        (DURATION=10 REPS=7 RATE=60 CONNS=32)
 set -euo pipefail
@@ -20,7 +21,7 @@ HDR="Authorization: Bearer $(cat "$BENCH_TMP/run/gateway.token")"
 URL="http://127.0.0.1:$GATEWAY_PORT/"
 wrk -t1 -c"$CONNS" -d2s -H "$HDR" "$URL" >/dev/null
 OUT="$BENCH_TMP/results/swaps-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
-still() { wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$HDR" "$URL" > "$OUT/still_$1.txt" 2>&1; }
+still() { wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$HDR" "$URL" > "$OUT/${2:-still}_$1.txt" 2>&1; }
 moving() {
     ADMIN=127.0.0.1:$GATEWAY_ADMIN TOKEN=$ADMIN_TOKEN RATE=$RATE SECONDS=$DURATION "$SWAPS_BIN" > "$OUT/moves_$1.txt" 2>&1 &
     local mover=$!
@@ -28,18 +29,25 @@ moving() {
     wait "$mover"
 }
 for rep in $(seq 1 "$REPS"); do
-    if [ $((rep % 2)) = 1 ]; then still "$rep"; moving "$rep"; else moving "$rep"; still "$rep"; fi
-    for k in still moving; do
+    if [ $((rep % 2)) = 1 ]; then
+        still "$rep"; moving "$rep"; still "$rep" again
+    else
+        still "$rep" again; moving "$rep"; still "$rep"
+    fi
+    for k in still moving again; do
         f="$OUT/${k}_$rep.txt"
         printf '%s rep %s: %s req/s; %s\n' "$k" "$rep" "$(awk '/Requests\/sec:/{print $2}' "$f")" \
             "$(awk '/Socket errors|Non-2xx/{gsub(/^ +/,""); printf "%s; ", $0} END{if(!NR)print ""}' "$f")"
     done
     cat "$OUT/moves_$rep.txt"
 done | tee "$OUT/summary.txt"
-awk '/^still/{s[++a]=$4} /^moving/{m[++b]=$4} /non-2xx|Non-2xx|Socket errors/{bad=1}
-  END{ for(i=1;i<=a;i++) { r[i]=m[i]/s[i]; printf "rep %d: moving/still = %.3f\n", i, r[i] }
-       # median of the ratios (insertion sort; a handful of values)
-       for(i=2;i<=a;i++) { v=r[i]; for(j=i-1;j>=1 && r[j]>v;j--) r[j+1]=r[j]; r[j+1]=v }
-       med=(a%2) ? r[(a+1)/2] : (r[a/2]+r[a/2+1])/2
-       printf "median moving/still = %.3f over %d repetitions\n", med, a
+awk '/^still/{s[++a]=$4} /^moving/{m[++b]=$4} /^again/{g[++c]=$4} /non-2xx|Non-2xx|Socket errors/{bad=1}
+  # median of x[1..n] (insertion sort; a handful of values)
+  function median(x, n,   i, j, v) {
+      for(i=2;i<=n;i++) { v=x[i]; for(j=i-1;j>=1 && x[j]>v;j--) x[j+1]=x[j]; x[j+1]=v }
+      return (n%2) ? x[(n+1)/2] : (x[n/2]+x[n/2+1])/2 }
+  END{ for(i=1;i<=a;i++) { r[i]=m[i]/s[i]; q[i]=g[i]/s[i]
+           printf "rep %d: moving/still = %.3f, again/still = %.3f\n", i, r[i], q[i] }
+       printf "median moving/still = %.3f over %d repetitions\n", median(r, a), a
+       printf "median again/still = %.3f (no moves: the spread of two runs here)\n", median(q, a)
        if(!bad) print "no socket errors, no non-2xx responses" }' "$OUT/summary.txt" | tee -a "$OUT/summary.txt"
