@@ -367,16 +367,15 @@ fn serve(args: ServeArgs) -> Result<()> {
     rt.block_on(async move {
         let store = Store::open(&cfg.store, pipeline)
             .map_err(|e| anyhow!("store {}: {e}", redact_url(&cfg.store)))?;
-        let bind = |setting: &'static str, addr: String| async move {
+        let bind = |setting: &'static str, addr: String| -> Result<tokio::net::TcpListener> {
             let a = parse_addr(setting, &addr)?;
-            tokio::net::TcpListener::bind(a)
-                .await
+            switchyard::server::bind(a)
                 .with_context(|| format!("{setting}: cannot listen on {addr}"))
         };
-        let client = bind("listen", cfg.listen.clone()).await?;
-        let admin = bind("admin_listen", cfg.admin_listen.clone()).await?;
+        let client = bind("listen", cfg.listen.clone())?;
+        let admin = bind("admin_listen", cfg.admin_listen.clone())?;
         let tls = match (&cfg.tls.listen, &cfg.tls.cert, &cfg.tls.key) {
-            (Some(l), Some(c), Some(k)) => Some((bind("tls.listen", l.clone()).await?, tls_acceptor(c, k)?)),
+            (Some(l), Some(c), Some(k)) => Some((bind("tls.listen", l.clone())?, tls_acceptor(c, k)?)),
             _ => None,
         };
         let client_addr = client.local_addr()?;

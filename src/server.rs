@@ -71,6 +71,26 @@ impl Gateway {
     }
 }
 
+/// Connections the kernel completes and queues for a listener while the workers are
+/// busy. tokio's `TcpListener::bind` asks for 128, so a burst of reconnecting clients
+/// (after a restart, a failover) beyond that has its SYNs dropped and waits a second for
+/// the retransmit; nginx asks for 511. The kernel caps this at `net.core.somaxconn`
+/// (4096 on current Linux).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` (`SO_REUSEADDR`, an accept queue of
+/// [`LISTEN_BACKLOG`]). Needs a tokio runtime.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Builds a rustls server config with ALPN `h2` and `http/1.1` from PEM files.
 pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, Error> {
     use rustls_pki_types::pem::PemObject;
@@ -782,5 +802,38 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimeout<T> 
     ) -> std::task::Poll<std::io::Result<()>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
         self.watch(polled, cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections are queued for the workers beyond tokio's default of 128 while
+    /// nothing accepts: none of them waits for a SYN retransmit.
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_accept_queue() {
+        let burst = 300;
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok());
+        if somaxconn.is_some_and(|m| m <= burst) {
+            eprintln!("SKIPPED: net.core.somaxconn {somaxconn:?} is below {burst}");
+            return;
+        }
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let connects = (0..burst).map(|_| async move {
+            // a dropped SYN is retried after 1 s, and again: 5 s is never reached
+            // by a connection the queue has room for
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await
+        });
+        let streams = futures_util::future::join_all(connects).await;
+        let connected = streams.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(
+            connected, burst,
+            "connections completed while nothing accepted"
+        );
+        drop(l);
     }
 }

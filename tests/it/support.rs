@@ -74,13 +74,15 @@ impl GatewayBuilder {
         let config = config.validate().expect("valid test config");
         let pipeline = Arc::new(config.pipeline().expect("pipeline"));
         let store = Store::open(&config.store, pipeline).expect("store opens");
-        let client = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        // the gateway's listeners as `serve` opens them
+        let loopback = "127.0.0.1:0".parse().expect("addr");
+        let client = switchyard::server::bind(loopback).expect("bind");
+        let admin = switchyard::server::bind(loopback).expect("bind");
         let client_addr = client.local_addr().expect("addr");
         let admin_addr = admin.local_addr().expect("addr");
         let (tls, tls_addr) = match self.tls {
             Some(acceptor) => {
-                let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let l = switchyard::server::bind(loopback).expect("bind");
                 let a = l.local_addr().expect("addr");
                 (Some((l, acceptor)), Some(a))
             }
