@@ -112,7 +112,10 @@ async fn a_node_whose_connection_was_cut_converges() {
     tokio::spawn(conn);
     let killed = admin
         .query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'switchyard-b'",
+            // only this test's node B: other fleet tests run beside this one, with
+            // nodes of the same name in databases of their own
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'switchyard-b' AND datname = current_database()",
             &[],
         )
         .await
