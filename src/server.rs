@@ -818,7 +818,7 @@ mod tests {
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok());
         if somaxconn.is_some_and(|m| m <= burst) {
-            eprintln!("SKIPPED: net.core.somaxconn {somaxconn:?} is below {burst}");
+            eprintln!("SKIPPED: net.core.somaxconn {somaxconn:?} is not above {burst}");
             return;
         }
         let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
