@@ -8,6 +8,7 @@
 //!
 //! Knows nothing of SQL or of the admin API; reads only the routing table.
 
+pub mod access;
 pub mod body;
 pub mod error;
 pub mod headers;
@@ -18,6 +19,7 @@ use crate::envelope::{error_json, new_request_id, sane_request_id};
 use crate::routing::{Route, RoutingTable, Slot, Target};
 use crate::telemetry::{Metrics, UpstreamErrorKind, AUTH_REASONS};
 use crate::upstream::{BoxError, ConnectError, PooledBody, SendFailure};
+use access::{AccessLog, Entry};
 use body::{BodyTimeout, BodyTooLarge, ClientBody};
 use bytes::Bytes;
 use error::ProxyError;
@@ -73,7 +75,9 @@ pub struct Trace {
 /// duration histogram, the streams gauge and the access-log event.
 struct Finish {
     status: StatusCode,
+    /// Set when the access log is on.
     request_id: Option<HeaderValue>,
+    log: AccessLog,
     open: OpenRequest,
     trace: Trace,
     bytes: u64,
@@ -94,19 +98,17 @@ impl Drop for Finish {
                 .as_ref()
                 .and_then(|r| r.target.as_ref())
                 .and_then(|t| t.label.to_str().ok());
-            tracing::info!(
-                target: "switchyard::access",
-                request_id = rid.to_str().unwrap_or("-"),
-                method = self.trace.method.as_ref().map(|m| m.as_str()).unwrap_or("-"),
-                agent = slot.map(|s| s.agent.as_str()).unwrap_or("-"),
-                environment = slot.map(|s| s.environment.as_str()).unwrap_or("-"),
-                version = version.unwrap_or("-"),
-                status = self.status.as_u16(),
-                duration_us = elapsed.as_micros() as u64,
-                upstream.addr = self.trace.upstream.as_deref().unwrap_or("-"),
-                bytes = self.bytes,
-                "request"
-            );
+            self.log.emit(&Entry {
+                request_id: rid.to_str().unwrap_or("-"),
+                method: self.trace.method.as_ref().map_or("-", |m| m.as_str()),
+                agent: slot.map_or("-", |s| s.agent.as_str()),
+                environment: slot.map_or("-", |s| s.environment.as_str()),
+                version: version.unwrap_or("-"),
+                status: self.status.as_u16(),
+                duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                upstream: self.trace.upstream.as_deref().unwrap_or("-"),
+                bytes: self.bytes,
+            });
         }
     }
 }
@@ -178,11 +180,11 @@ impl http_body::Body for MeteredBody {
 pub struct Proxy {
     table: Arc<RoutingTable>,
     limits: Limits,
-    access_log: bool,
+    access_log: AccessLog,
 }
 
 impl Proxy {
-    pub fn new(table: Arc<RoutingTable>, limits: Limits, access_log: bool) -> Self {
+    pub fn new(table: Arc<RoutingTable>, limits: Limits, access_log: AccessLog) -> Self {
         Self {
             table,
             limits,
@@ -204,7 +206,7 @@ impl Proxy {
             slot: None,
             route: None,
             upstream: None,
-            method: self.access_log.then(|| req.method().clone()),
+            method: self.access_log.is_on().then(|| req.method().clone()),
             close: false,
         };
         let forwarded = if admitted {
@@ -254,7 +256,8 @@ impl Proxy {
         let (parts, body) = resp.into_parts();
         let finish = Finish {
             status,
-            request_id: self.access_log.then_some(request_id),
+            request_id: self.access_log.is_on().then_some(request_id),
+            log: self.access_log,
             open,
             trace,
             bytes: 0,

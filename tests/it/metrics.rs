@@ -269,11 +269,8 @@ async fn promtool_accepts_a_real_scrape() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_and_move_logs_carry_their_fields_and_never_a_secret() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = Binary::start(dir.path(), "").await;
-    let up = echo_upstream("v1").await;
+/// Agent `bot` with v1 on `up` deployed to staging ("ship it"); a token's secret.
+async fn deploy_bot(b: &Binary, up: std::net::SocketAddr) -> String {
     b.admin_call(Method::POST, "/v1/agents", Some(json!({"name": "bot"})))
         .await
         .unwrap();
@@ -299,7 +296,15 @@ async fn access_and_move_logs_carry_their_fields_and_never_a_secret() {
         )
         .await
         .unwrap();
-    let secret = t["token"].as_str().unwrap().to_owned();
+    t["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_and_move_logs_carry_their_fields_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Binary::start(dir.path(), "").await;
+    let up = echo_upstream("v1").await;
+    let secret = deploy_bot(&b, up).await;
     let r = get(
         &format!("http://{}/logged?token={secret}", b.client),
         &[
@@ -341,4 +346,33 @@ async fn access_and_move_logs_carry_their_fields_and_never_a_secret() {
     assert!(!log.contains(&secret), "the token secret reached the log");
     assert!(!log.contains(&secret[4..20]));
     assert!(!log.contains("session=abc"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_filter_governs_the_access_log_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Binary::start_logging(dir.path(), "", "info,switchyard::access=off").await;
+    let up = echo_upstream("v1").await;
+    let secret = deploy_bot(&b, up).await;
+    for _ in 0..3 {
+        let r = get(
+            &format!("http://{}/quiet", b.client),
+            &[("authorization", &bearer(&secret))],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    // a stopped gateway has finished every request: the whole log is there
+    b.signal("TERM");
+    assert_eq!(b.wait_exit(15).await, Some(0));
+    eventually("log read to the end", || async {
+        b.log_text().contains("\"stopped\"")
+    })
+    .await;
+    let log = b.log_text();
+    assert!(log.contains("pointer moved"), "other info lines are kept");
+    assert!(
+        !log.contains("switchyard::access"),
+        "the filter turned the access log off: {log}"
+    );
 }

@@ -464,12 +464,17 @@ pub struct Binary {
 
 impl Binary {
     pub async fn start(dir: &std::path::Path, extra_config: &str) -> Binary {
+        Self::start_logging(dir, extra_config, "info").await
+    }
+
+    /// As [`Binary::start`], with `[log] level` set to `level` (a tracing filter).
+    pub async fn start_logging(dir: &std::path::Path, extra_config: &str, level: &str) -> Binary {
         use std::io::BufRead;
         let cfg = dir.join("test.toml");
         std::fs::write(
             &cfg,
             format!(
-                "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstore = \"sqlite://{}\"\n{extra_config}\n[log]\nformat = \"json\"\nlevel = \"info\"\n",
+                "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstore = \"sqlite://{}\"\n{extra_config}\n[log]\nformat = \"json\"\nlevel = \"{level}\"\n",
                 dir.join("switchyard.db").display()
             ),
         )
