@@ -45,8 +45,8 @@ impl AccessLog {
         if self == Self::Off || !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
             return;
         }
-        LINE.with(|line| {
-            // a line being written when a panic unwound through here: skip this one
+        // `try_`: never a panic in a `Drop`, not even while the thread is ending
+        let _ = LINE.try_with(|line| {
             let Ok(mut line) = line.try_borrow_mut() else {
                 return;
             };
@@ -146,29 +146,42 @@ thread_local! {
 fn timestamp(now: SystemTime, out: &mut String) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    SECOND.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        if cached.0 != secs {
-            cached.1.clear();
-            let t = i64::try_from(secs)
-                .ok()
-                .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-            let _ = write!(
-                cached.1,
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            );
-            cached.0 = secs;
-        }
-        out.push_str(&cached.1);
-    });
+    let cached = SECOND
+        .try_with(|cached| {
+            let Ok(mut cached) = cached.try_borrow_mut() else {
+                return false;
+            };
+            if cached.0 != secs {
+                cached.1.clear();
+                date_time(secs, &mut cached.1);
+                cached.0 = secs;
+            }
+            out.push_str(&cached.1);
+            true
+        })
+        .unwrap_or(false);
+    if !cached {
+        date_time(secs, out);
+    }
     let _ = write!(out, ".{:06}Z", since.subsec_micros());
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` in UTC.
+fn date_time(secs: u64, out: &mut String) {
+    let t = i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
 }
 
 fn push_int(n: u64, out: &mut String) {
