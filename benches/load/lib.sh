@@ -13,6 +13,9 @@ GATEWAY_PORT=28085
 GATEWAY_ADMIN=28086
 NOMETRICS_PORT=28087
 NOMETRICS_ADMIN=28088
+NGINX_LOG_PORT=28082
+LOGGING_PORT=28091
+LOGGING_ADMIN=28092
 ADMIN_TOKEN=bench-admin-token
 NGINX="${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}"
 HYPER_BIN="${HYPER_BIN:-/tmp/hypermin-bin/hyper-min}"
@@ -37,14 +40,32 @@ prepare() {
     [ -s "$BENCH_TMP/www/16k" ] || head -c 16384 /dev/zero | tr '\0' 'x' > "$BENCH_TMP/www/16k"
 }
 
-start_nginx() { # NAME CONF PORT
-    "$NGINX" -p "$BENCH_TMP/" -c "$BENCH_DIR/$2" -t -q
-    "$NGINX" -p "$BENCH_TMP/" -c "$BENCH_DIR/$2" >"$BENCH_TMP/logs/$1.out" 2>&1 &
+start_nginx() { # NAME CONF PORT  (CONF relative to this directory, or absolute)
+    local conf=$2
+    [[ $conf = /* ]] || conf="$BENCH_DIR/$conf"
+    "$NGINX" -p "$BENCH_TMP/" -c "$conf" -t -q
+    "$NGINX" -p "$BENCH_TMP/" -c "$conf" >"$BENCH_TMP/logs/$1.out" 2>&1 &
     echo $! > "$BENCH_TMP/run/$1.pid"
     wait_port "$3" "$!"
 }
 
-# start_gateway NAME PORT ADMIN_PORT METRICS(true|false)
+# nginx as the reverse proxy of proxy-nginx.conf, on NGINX_LOG_PORT, with its access log
+# on (the `combined` format, to logs/proxy-nginx-log.access, unbuffered: its default)
+start_nginx_logging() {
+    local conf="$BENCH_TMP/run/proxy-nginx-log.conf"
+    rm -f "$BENCH_TMP/logs/proxy-nginx-log.access"
+    sed -e "s#^pid proxy-nginx.pid;#pid proxy-nginx-log.pid;#" \
+        -e "s#logs/proxy-nginx.err#logs/proxy-nginx-log.err#" \
+        -e "s#tmp/px_#tmp/pl_#" \
+        -e "s#^    access_log off;#    access_log logs/proxy-nginx-log.access combined;#" \
+        -e "s#listen 127.0.0.1:$NGINX_PORT #listen 127.0.0.1:$NGINX_LOG_PORT #" \
+        -e "/listen 127.0.0.1:$NGINX_H2C_PORT /d" "$BENCH_DIR/proxy-nginx.conf" > "$conf"
+    grep -q "access_log logs/proxy-nginx-log.access" "$conf" || { log "proxy-nginx.conf changed: cannot derive the logging variant"; return 1; }
+    start_nginx proxy-nginx-log "$conf" "$NGINX_LOG_PORT"
+}
+
+# start_gateway NAME PORT ADMIN_PORT METRICS(true|false) [ACCESS_LOG(false|true)]
+# (with the access log: level "info", lines to logs/NAME.out like nginx's to a file)
 start_gateway() {
     local dir="$BENCH_TMP/gw/$1"
     rm -rf "$dir"; mkdir -p "$dir"
@@ -56,8 +77,8 @@ workers = ${GATEWAY_WORKERS:-1}
 [limits]
 upstream_idle_per_host = 1024
 [log]
-level = "warn"
-access_log = false
+level = "$([ "${5:-false}" = true ] && echo info || echo warn)"
+access_log = ${5:-false}
 [metrics]
 enabled = $4
 CONF
@@ -100,7 +121,7 @@ pids_of() {
     local f="$BENCH_TMP/run/$1.pid"
     [ -f "$f" ] || return 0
     case $1 in
-        upstream|proxy-nginx) pgrep -P "$(cat "$f")" || true ;;
+        upstream|proxy-nginx|proxy-nginx-log) pgrep -P "$(cat "$f")" || true ;;
         *) cat "$f" ;;
     esac
 }

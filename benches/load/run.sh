@@ -10,6 +10,8 @@
 #
 # Knobs: DURATION=10s REPS=5 CONNS="32 128" PATHS="/ /16k" WARMUP=2s
 #        TARGETS="direct nginx hyper gateway gateway-nometrics" H2=1 (h2load too)
+#        also: nginx-log, gateway-log (each with its access log on, to a file; a -log
+#        row's "/nginx" is against nginx-log when that runs too)
 # Prints per row: req/s median and min-max, p50, p99, the proxy's CPU us/request, and
 # ratios against direct and nginx; gateway rows also "us/req over hyper".
 set -euo pipefail
@@ -32,14 +34,16 @@ for t in $TARGETS; do
         hyper) start_hyper && have="$have hyper" ;;
         gateway) start_gateway gateway "$GATEWAY_PORT" "$GATEWAY_ADMIN" true; have="$have gateway" ;;
         gateway-nometrics) start_gateway gateway-nometrics "$NOMETRICS_PORT" "$NOMETRICS_ADMIN" false; have="$have gateway-nometrics" ;;
+        gateway-log) start_gateway gateway-log "$LOGGING_PORT" "$LOGGING_ADMIN" true true; have="$have gateway-log" ;;
+        nginx-log) start_nginx_logging; have="$have nginx-log" ;;
         *) have="$have $t" ;;
     esac
 done
 TARGETS=$have
 
-port_of() { case $1 in direct) echo $UPSTREAM_PORT ;; nginx) echo $NGINX_PORT ;; hyper) echo $HYPER_PORT ;; gateway) echo $GATEWAY_PORT ;; gateway-nometrics) echo $NOMETRICS_PORT ;; esac; }
-proc_of() { case $1 in direct) echo "" ;; nginx) echo proxy-nginx ;; *) echo "$1" ;; esac; }
-hdr_of() { case $1 in gateway|gateway-nometrics) echo "Authorization: Bearer $(cat "$BENCH_TMP/run/$1.token")" ;; *) echo "X-Bench: 1" ;; esac; }
+port_of() { case $1 in direct) echo $UPSTREAM_PORT ;; nginx) echo $NGINX_PORT ;; nginx-log) echo $NGINX_LOG_PORT ;; hyper) echo $HYPER_PORT ;; gateway) echo $GATEWAY_PORT ;; gateway-nometrics) echo $NOMETRICS_PORT ;; gateway-log) echo $LOGGING_PORT ;; esac; }
+proc_of() { case $1 in direct) echo "" ;; nginx) echo proxy-nginx ;; nginx-log) echo proxy-nginx-log ;; *) echo "$1" ;; esac; }
+hdr_of() { case $1 in gateway*) echo "Authorization: Bearer $(cat "$BENCH_TMP/run/$1.token")" ;; *) echo "X-Bench: 1" ;; esac; }
 
 for t in $TARGETS; do
     for p in $PATHS; do
@@ -85,12 +89,14 @@ END {
   printf "%-5s %5s %-18s %9s %15s %7s %7s %9s %8s %8s %10s\n", "path", "conns", "target", "req/s", "min-max", "p50_ms", "p99_ms", "cpu_us/rq", "/direct", "/nginx", "us_over_hyper"
   for (i=1;i<=n;i++) { k=order[i]; split(k, f, SUBSEP)
     d=f[1] SUBSEP f[2] SUBSEP "direct"; g=f[1] SUBSEP f[2] SUBSEP "nginx"; h=f[1] SUBSEP f[2] SUBSEP "hyper"
+    if (f[3] ~ /-log$/ && (f[1] SUBSEP f[2] SUBSEP "nginx-log") in seen) g=f[1] SUBSEP f[2] SUBSEP "nginx-log"
     r=median(rps[k]); rd=(d in seen)?median(rps[d]):0; rg=(g in seen)?median(rps[g]):0
     over="-"; if ((h in seen) && f[3] ~ /^gateway/) over=sprintf("%+.2f", median(cpu[k])-median(cpu[h]))
     printf "%-5s %5s %-18s %9.0f %15s %7.3f %7.3f %9.2f %8s %8s %10s%s\n", f[1], f[2], f[3], r, sprintf("%.0f-%.0f", mn(rps[k]), mx(rps[k])),
       median(p50[k]), median(p99[k]), median(cpu[k]), (rd>0)?sprintf("%.3f", r/rd):"-", (rg>0)?sprintf("%.3f", r/rg):"-", over, (k in err)?"  ERRORS: " err[k]:"" }
   print ""
   print "medians of the repetitions; ratios = target median req/s / direct or nginx median req/s (same run)"
+  print "-log targets have their access log on; their /nginx is against nginx-log when it ran"
   print "cpu_us/rq = user+sys CPU of the proxy process per request (direct: none); us_over_hyper = gateway cpu - bare hyper peer cpu"
 }' "$TSV" | tee "$OUT/summary.txt"
 
