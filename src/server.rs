@@ -8,7 +8,7 @@
 
 use crate::admin::Admin;
 use crate::config::Config;
-use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy::{access, ConnInfo, Proxy};
 use crate::routing::RoutingTable;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -204,7 +204,7 @@ pub async fn run(
     let proxy = Arc::new(Proxy::new(
         Arc::clone(&table),
         config.limits.clone(),
-        crate::proxy::access::AccessLog::from_config(&config.log),
+        access::AccessLog::from_config(&config.log),
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = config.worker_count();
@@ -236,15 +236,23 @@ pub async fn run(
                 .name(format!("switchyard-w{i}"))
                 .spawn(move || {
                     set_worker(i);
+                    // access-log lines go out when the worker has nothing else to do
+                    access::buffer_this_thread();
                     match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
+                        .on_thread_park(access::flush)
                         .build()
                     {
-                        Ok(rt) => rt.block_on(worker(plain, tls, client, stop)),
+                        Ok(rt) => {
+                            rt.block_on(worker(plain, tls, client, stop));
+                            // what is left of its requests ends here, and is logged
+                            drop(rt);
+                        }
                         Err(e) => {
                             tracing::error!(error.detail = %e, "worker runtime failed to start")
                         }
                     }
+                    access::flush();
                     let _ = done_tx.send(());
                 })
                 .map_err(Error::Io)?;

@@ -10,11 +10,16 @@
 //! date and time of day are cached per second, integers, and strings quoted as they
 //! are unless they need escaping (then `Debug` for the human layout, JSON for JSON).
 //!
-//! Each line is one `write` to stderr, under stderr's lock, as `tracing` does for its
-//! own lines: the two never interleave within a line.
+//! A worker thread ([`buffer_this_thread`]) gathers its lines and writes them when it has
+//! nothing else to do ([`flush`], from the runtime's park hook) or when 32 KiB have
+//! gathered: under load one `write` carries many lines, and when idle a line is out as
+//! soon as its request is. (Within a busy stretch a worker's access lines can therefore
+//! come after its other log lines about later requests.) Other threads write each line
+//! at once. Every write is under stderr's lock, as `tracing` writes its own lines: the
+//! two never interleave within a line.
 
 use crate::config::{LogConfig, LogFormat};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,21 +45,28 @@ impl AccessLog {
         self != Self::Off
     }
 
-    /// Writes the line for `e`, unless the log filter leaves out the access log.
+    /// Writes the line for `e` (or gathers it, on a worker thread), unless the log
+    /// filter leaves out the access log.
     pub fn emit(self, e: &Entry<'_>) {
         if self == Self::Off || !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
             return;
         }
+        let buffered = BUFFERED.try_with(Cell::get).unwrap_or(false);
         // `try_`: never a panic in a `Drop`, not even while the thread is ending
-        let _ = LINE.try_with(|line| {
-            let Ok(mut line) = line.try_borrow_mut() else {
+        let _ = LINES.try_with(|lines| {
+            let Ok(mut lines) = lines.try_borrow_mut() else {
                 return;
             };
-            line.clear();
-            self.format(e, SystemTime::now(), &mut line);
-            // like tracing's own writer: a failed write to stderr is not the request's
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            if self.push(e, SystemTime::now(), &mut lines, buffered) {
+                write_out(&mut lines);
+            }
         });
+    }
+
+    /// Appends the line for `e`; whether the lines gathered should be written now.
+    fn push(self, e: &Entry<'_>, now: SystemTime, lines: &mut String, buffered: bool) -> bool {
+        self.format(e, now, lines);
+        !buffered || lines.len() >= FLUSH_AT
     }
 
     fn format(self, e: &Entry<'_>, now: SystemTime, out: &mut String) {
@@ -135,9 +147,36 @@ impl<'a> Entry<'a> {
     }
 }
 
+/// A worker writes its gathered lines once they reach this size, idle or not.
+const FLUSH_AT: usize = 32 * 1024;
+
+/// Makes the calling thread gather its access-log lines until [`flush`].
+pub fn buffer_this_thread() {
+    let _ = BUFFERED.try_with(|b| b.set(true));
+}
+
+/// Writes the lines the calling thread has gathered.
+pub fn flush() {
+    let _ = LINES.try_with(|lines| {
+        if let Ok(mut lines) = lines.try_borrow_mut() {
+            if !lines.is_empty() {
+                write_out(&mut lines);
+            }
+        }
+    });
+}
+
+fn write_out(lines: &mut String) {
+    // like tracing's own writer: a failed write to stderr is not the request's
+    let _ = std::io::stderr().lock().write_all(lines.as_bytes());
+    lines.clear();
+}
+
 thread_local! {
-    /// The line being written, its capacity kept from one request to the next.
-    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+    /// Lines not written yet (one at most, on a thread that does not gather); the
+    /// capacity is kept from one request to the next.
+    static LINES: RefCell<String> = RefCell::new(String::with_capacity(512));
+    static BUFFERED: Cell<bool> = const { Cell::new(false) };
     /// `YYYY-MM-DDTHH:MM:SS` of the second the last line was written in.
     static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
@@ -300,6 +339,28 @@ mod tests {
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert!(line(AccessLog::Human, &entry("a", "-"), leap)
             .starts_with("2000-02-29T00:00:00.000000Z  INFO"));
+    }
+
+    #[test]
+    fn a_worker_gathers_lines_until_enough_for_one_write() {
+        let e = entry("abc-1", "127.0.0.1:28080");
+        let mut lines = String::new();
+        assert!(
+            AccessLog::Json.push(&e, at(), &mut lines, false),
+            "not gathering"
+        );
+        let one = lines.len();
+        lines.clear();
+        let mut pushed = 0;
+        while !AccessLog::Json.push(&e, at(), &mut lines, true) {
+            pushed += 1;
+            assert!(pushed < 1_000, "never asked to write");
+        }
+        assert_eq!(pushed + 1, FLUSH_AT.div_ceil(one));
+        assert_eq!(lines.lines().count(), pushed + 1, "every line kept, whole");
+        assert!(lines
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
     }
 
     #[test]
