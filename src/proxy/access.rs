@@ -19,7 +19,7 @@
 //! two never interleave within a line.
 
 use crate::config::{LogConfig, LogFormat};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -51,14 +51,14 @@ impl AccessLog {
         if self == Self::Off || !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
             return;
         }
-        let buffered = BUFFERED.try_with(Cell::get).unwrap_or(false);
         // `try_`: never a panic in a `Drop`, not even while the thread is ending
-        let _ = LINES.try_with(|lines| {
-            let Ok(mut lines) = lines.try_borrow_mut() else {
+        let _ = PENDING.try_with(|p| {
+            let Ok(mut p) = p.try_borrow_mut() else {
                 return;
             };
-            if self.push(e, SystemTime::now(), &mut lines, buffered) {
-                write_out(&mut lines);
+            let Pending { lines, gather } = &mut *p;
+            if self.push(e, SystemTime::now(), lines, *gather) {
+                write_out(lines);
             }
         });
     }
@@ -152,15 +152,19 @@ const FLUSH_AT: usize = 32 * 1024;
 
 /// Makes the calling thread gather its access-log lines until [`flush`].
 pub fn buffer_this_thread() {
-    let _ = BUFFERED.try_with(|b| b.set(true));
+    let _ = PENDING.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            p.gather = true;
+        }
+    });
 }
 
 /// Writes the lines the calling thread has gathered.
 pub fn flush() {
-    let _ = LINES.try_with(|lines| {
-        if let Ok(mut lines) = lines.try_borrow_mut() {
-            if !lines.is_empty() {
-                write_out(&mut lines);
+    let _ = PENDING.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            if !p.lines.is_empty() {
+                write_out(&mut p.lines);
             }
         }
     });
@@ -172,11 +176,20 @@ fn write_out(lines: &mut String) {
     lines.clear();
 }
 
+/// A thread's access-log lines not written yet.
+struct Pending {
+    /// One line at most on a thread that does not gather; the capacity is kept from
+    /// one request to the next.
+    lines: String,
+    /// Set by [`buffer_this_thread`].
+    gather: bool,
+}
+
 thread_local! {
-    /// Lines not written yet (one at most, on a thread that does not gather); the
-    /// capacity is kept from one request to the next.
-    static LINES: RefCell<String> = RefCell::new(String::with_capacity(512));
-    static BUFFERED: Cell<bool> = const { Cell::new(false) };
+    static PENDING: RefCell<Pending> = RefCell::new(Pending {
+        lines: String::with_capacity(512),
+        gather: false,
+    });
     /// `YYYY-MM-DDTHH:MM:SS` of the second the last line was written in.
     static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
@@ -227,33 +240,33 @@ fn push_int(n: u64, out: &mut String) {
     let _ = write!(out, "{n}");
 }
 
-/// Printable ASCII with nothing to escape in either layout.
-fn plain(s: &str) -> bool {
-    s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+/// Quotes `s` as it is when it is printable ASCII with nothing to escape in either
+/// layout (every field the gateway itself fills in); `false` when it needs escaping.
+fn push_plain(s: &str, out: &mut String) -> bool {
+    let plain = s
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if plain {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
+    plain
 }
 
 /// A string as `tracing`'s human layout shows it: `Debug`, quoted.
 fn human_str(s: &str, out: &mut String) {
-    if plain(s) {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    } else {
+    if !push_plain(s, out) {
         let _ = write!(out, "{s:?}");
     }
 }
 
 /// A JSON string.
 fn json_str(s: &str, out: &mut String) {
-    if plain(s) {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    } else if let Ok(quoted) = serde_json::to_string(s) {
+    if !push_plain(s, out) {
+        // a `str` always serializes; "-" only keeps the line valid if that changed
+        let quoted = serde_json::to_string(s).unwrap_or_else(|_| "\"-\"".into());
         out.push_str(&quoted);
-    } else {
-        out.push_str("\"-\"");
     }
 }
 
