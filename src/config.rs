@@ -42,6 +42,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub environments: Vec<EnvironmentConfig>,
     pub limits: Limits,
+    pub proxy: ProxyConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub demo: DemoConfig,
@@ -65,6 +66,7 @@ impl Default for Config {
                 })
                 .collect(),
             limits: Limits::default(),
+            proxy: ProxyConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             demo: DemoConfig::default(),
@@ -164,6 +166,39 @@ impl Limits {
     pub fn reject_slots(&self) -> usize {
         self.max_connections / 8 + 16
     }
+}
+
+/// How requests are passed on: body buffering and field rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// A request body of at most this many bytes is read whole before any upstream
+    /// is contacted (a broken or stalled one never reaches an upstream); a larger one
+    /// is streamed. 0 streams every body.
+    pub request_buffer_bytes: usize,
+    /// Request fields with `_` in their name that are dropped before forwarding.
+    pub underscore_fields: UnderscoreFields,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            request_buffer_bytes: 64 * 1024,
+            underscore_fields: UnderscoreFields::default(),
+        }
+    }
+}
+
+/// Which request fields with an underscore in their name are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoreFields {
+    /// Those that, with `_` read as `-`, name a framing, hop-by-hop, credential or
+    /// forwarding field (`transfer_encoding`, `x_forwarded_for`, …).
+    #[default]
+    DropLookalikes,
+    /// Every one (nginx's default, `underscores_in_headers off`).
+    DropAll,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

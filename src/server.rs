@@ -204,6 +204,7 @@ pub async fn run(
     let proxy = Arc::new(Proxy::new(
         Arc::clone(&table),
         config.limits.clone(),
+        config.proxy.clone(),
         access::AccessLog::from_config(&config.log),
     ));
     let (stop_tx, stop_rx) = watch::channel(false);

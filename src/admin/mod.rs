@@ -385,39 +385,65 @@ impl Admin {
         }
     }
 
-    /// Commits a command, then applies its changes to the routing table, then logs it.
+    /// Commits a command, then applies its changes to the routing table, then logs it
+    /// — in a task of its own: hyper drops this request's future when the admin client
+    /// goes away, and a commit must never be left without its apply (the node would go
+    /// on routing by the old state until a restart).
     async fn execute(&self, cmd: Command, actor: &str) -> Result<Applied, ApiError> {
-        let applied = self.store.execute(cmd).await?;
-        for c in &applied.changes {
-            self.table.apply(c);
+        let (store, table, actor) = (
+            self.store.clone(),
+            Arc::clone(&self.table),
+            actor.to_owned(),
+        );
+        tokio::spawn(async move {
+            let applied = store.execute(cmd).await?;
+            commit_followers(&table, &applied, &actor);
+            Ok::<_, crate::store::Error>(applied)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error.detail = %e, "admin write task failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the write task failed; read the state before retrying",
+            )
+        })?
+        .map_err(ApiError::from)
+    }
+}
+
+/// What follows a commit on the node that made it: the routing table, the revision,
+/// the move counters and the log line.
+fn commit_followers(table: &RoutingTable, applied: &Applied, actor: &str) {
+    for c in &applied.changes {
+        table.apply(c);
+    }
+    table.note_revision(applied.revision);
+    if let Outcome::Move(m) = &applied.outcome {
+        table.metrics().moves[m.action as usize].increment(1);
+    }
+    match &applied.outcome {
+        Outcome::Move(m) => tracing::info!(
+            actor = %m.actor,
+            action = m.action.as_str(),
+            agent = %m.agent,
+            environment = %m.environment,
+            from = m.previous.map(version_label).as_deref().unwrap_or("-"),
+            to = m.version.map(version_label).as_deref().unwrap_or("-"),
+            reason = m.reason.as_deref().unwrap_or(""),
+            revision = m.revision,
+            "pointer moved"
+        ),
+        Outcome::Agent(a) => {
+            tracing::info!(actor, agent = %a.name, revision = applied.revision, "agent created")
         }
-        self.table.note_revision(applied.revision);
-        if let Outcome::Move(m) = &applied.outcome {
-            self.table.metrics().moves[m.action as usize].increment(1);
+        Outcome::Version(v) => {
+            tracing::info!(actor, agent = %v.agent, version = %v.label(), state = v.state.as_str(), revision = applied.revision, "version written")
         }
-        match &applied.outcome {
-            Outcome::Move(m) => tracing::info!(
-                actor = %m.actor,
-                action = m.action.as_str(),
-                agent = %m.agent,
-                environment = %m.environment,
-                from = m.previous.map(version_label).as_deref().unwrap_or("-"),
-                to = m.version.map(version_label).as_deref().unwrap_or("-"),
-                reason = m.reason.as_deref().unwrap_or(""),
-                revision = m.revision,
-                "pointer moved"
-            ),
-            Outcome::Agent(a) => {
-                tracing::info!(actor, agent = %a.name, revision = applied.revision, "agent created")
-            }
-            Outcome::Version(v) => {
-                tracing::info!(actor, agent = %v.agent, version = %v.label(), state = v.state.as_str(), revision = applied.revision, "version written")
-            }
-            Outcome::Token(t) => {
-                tracing::info!(actor, token.id = %t.id, agent = %t.agent, environment = %t.environment, revoked = t.revoked_at.is_some(), revision = applied.revision, "token written")
-            }
+        Outcome::Token(t) => {
+            tracing::info!(actor, token.id = %t.id, agent = %t.agent, environment = %t.environment, revoked = t.revoked_at.is_some(), revision = applied.revision, "token written")
         }
-        Ok(applied)
     }
 }
 

@@ -1,12 +1,20 @@
 //! The client's request body on its way upstream: at most `limit` bytes, and never
 //! a wait longer than `idle` for its next piece. A body over the limit fails with
-//! [`BodyTooLarge`] (→ 413), a stalled one with [`BodyTimeout`] (→ 408); either
-//! failure aborts the upstream request, whose connection is then discarded.
+//! [`BodyTooLarge`] (→ 413), a stalled one with [`BodyTimeout`] (→ 408), a broken one
+//! (framing error, or the client gone before its end) with [`BodyBroken`] (→ 400, or
+//! `client_aborted`).
+//!
+//! A body of up to `[proxy] request_buffer_bytes` (64 KiB by default) is read whole
+//! ([`ClientBody::buffer`]) before any upstream is contacted, so a broken or stalled
+//! one never leaves the gateway: the upstream sees a complete request with a
+//! `content-length`, or nothing. A larger body is streamed after its first bytes; if
+//! it breaks, the upstream request is aborted and its connection discarded.
 //!
 //! The timer costs nothing while the body arrives promptly: it is allocated the first
-//! time the body makes the gateway wait, and only re-armed after that.
+//! time the body makes the gateway wait, and only re-armed after that. A request
+//! without a body is never buffered (one `is_end_stream` check).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::future::Future;
@@ -25,8 +33,30 @@ pub struct BodyTooLarge;
 #[error("request body stalled longer than the body read timeout")]
 pub struct BodyTimeout;
 
+/// The client's body broke: bad chunked framing, or the connection ended before the
+/// body did (`aborted`).
+#[derive(Debug, thiserror::Error)]
+#[error("request body broken: {source}")]
+pub struct BodyBroken {
+    pub aborted: bool,
+    #[source]
+    pub source: hyper::Error,
+}
+
+impl BodyBroken {
+    fn new(source: hyper::Error) -> Self {
+        // hyper says "incomplete message" when the connection ended mid-body; a
+        // framing error of the body is a parse error
+        let aborted = source.is_incomplete_message() || source.is_canceled();
+        Self { aborted, source }
+    }
+}
+
 pub struct ClientBody {
-    inner: Incoming,
+    /// The rest of the body still to read from the client; None once read whole.
+    inner: Option<Incoming>,
+    /// Bytes read before forwarding started, sent first.
+    head: Option<Bytes>,
     remaining: u64,
     idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
@@ -36,11 +66,103 @@ pub struct ClientBody {
 impl ClientBody {
     pub fn new(inner: Incoming, limit: u64, idle: Duration) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
+            head: None,
             remaining: limit,
             idle,
             timer: None,
             waiting: false,
+        }
+    }
+
+    /// Reads the body whole when it is at most `max` bytes; otherwise reads a little
+    /// over `max` and leaves the rest to be streamed. An error here means nothing was
+    /// sent anywhere.
+    pub async fn buffer(&mut self, max: usize) -> Result<(), crate::upstream::BoxError> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        if inner.is_end_stream() {
+            self.inner = None;
+            return Ok(());
+        }
+        let mut first: Option<Bytes> = None;
+        let mut joined: Option<BytesMut> = None;
+        let mut len = 0usize;
+        loop {
+            let frame = std::future::poll_fn(|cx| self.poll_client(cx)).await;
+            match frame {
+                None => {
+                    self.inner = None;
+                    break;
+                }
+                Some(Err(e)) => return Err(e),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(d) => {
+                        len += d.len();
+                        match (&mut joined, first.take()) {
+                            (Some(j), _) => j.extend_from_slice(&d),
+                            (None, None) => first = Some(d),
+                            (None, Some(f)) => {
+                                let mut j = BytesMut::with_capacity(len.max(max / 4));
+                                j.extend_from_slice(&f);
+                                j.extend_from_slice(&d);
+                                joined = Some(j);
+                            }
+                        }
+                        if len > max {
+                            break; // too big to hold: stream the rest
+                        }
+                    }
+                    // trailers: not forwarded (the `trailer` field that would announce
+                    // them is hop-by-hop), as when the body is streamed
+                    Err(_) => {}
+                },
+            }
+        }
+        self.head = joined.map(BytesMut::freeze).or(first);
+        Ok(())
+    }
+
+    /// The client's next frame under the size and idle limits.
+    fn poll_client(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::upstream::BoxError>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Pending => {
+                let idle = self.idle;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if !self.waiting {
+                    self.waiting = true;
+                    timer.as_mut().reset(Instant::now() + idle);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout.into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                self.waiting = false;
+                if let Some(d) = frame.data_ref() {
+                    let n = d.len() as u64;
+                    if n > self.remaining {
+                        return Poll::Ready(Some(Err(BodyTooLarge.into())));
+                    }
+                    self.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyBroken::new(e).into()))),
+            Poll::Ready(None) => {
+                self.inner = None;
+                Poll::Ready(None)
+            }
         }
     }
 }
@@ -54,43 +176,26 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Pending => {
-                let idle = this.idle;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                if !this.waiting {
-                    this.waiting = true;
-                    timer.as_mut().reset(Instant::now() + idle);
-                }
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout.into()))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                this.waiting = false;
-                if let Some(d) = frame.data_ref() {
-                    let n = d.len() as u64;
-                    if n > this.remaining {
-                        return Poll::Ready(Some(Err(BodyTooLarge.into())));
-                    }
-                    this.remaining -= n;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+        if let Some(d) = this.head.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
         }
+        if this.inner.is_some() {
+            return this.poll_client(cx);
+        }
+        Poll::Ready(None)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.head.is_none() && self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut h = self.inner.size_hint();
+        let head = self.head.as_ref().map_or(0, |h| h.len() as u64);
+        let Some(inner) = &self.inner else {
+            // read whole: the upstream gets a content-length
+            return SizeHint::with_exact(head);
+        };
+        let mut h = inner.size_hint();
         if h.lower() > self.remaining {
             // hyper must not announce a length the body will never reach
             return SizeHint::default();
@@ -98,6 +203,11 @@ impl Body for ClientBody {
         if h.upper().is_none_or(|u| u > self.remaining) {
             h.set_upper(self.remaining);
         }
-        h
+        let mut out = SizeHint::new();
+        out.set_lower(h.lower() + head);
+        if let Some(u) = h.upper() {
+            out.set_upper(u + head);
+        }
+        out
     }
 }

@@ -22,10 +22,12 @@ pub enum ProxyError {
     UpstreamTimeout,
     RequestTimeout,
     Overloaded,
+    NotImplemented,
+    ClientAborted,
 }
 
 impl ProxyError {
-    pub const ALL: [ProxyError; 14] = [
+    pub const ALL: [ProxyError; 16] = [
         Self::BadRequest,
         Self::MissingToken,
         Self::UnknownToken,
@@ -40,7 +42,32 @@ impl ProxyError {
         Self::UpstreamTimeout,
         Self::RequestTimeout,
         Self::Overloaded,
+        Self::NotImplemented,
+        Self::ClientAborted,
     ];
+
+    /// The variant's place in [`Self::ALL`]. No `_` arm: a new variant must be given
+    /// a place, and the table test checks that `ALL` holds it there.
+    pub const fn index(self) -> usize {
+        match self {
+            Self::BadRequest => 0,
+            Self::MissingToken => 1,
+            Self::UnknownToken => 2,
+            Self::TokenRevoked => 3,
+            Self::TokenExpired => 4,
+            Self::WrongEnvironment => 5,
+            Self::BodyTooLarge => 6,
+            Self::HeadersTooLarge => 7,
+            Self::UpstreamUnavailable => 8,
+            Self::NotDeployed => 9,
+            Self::VersionStopped => 10,
+            Self::UpstreamTimeout => 11,
+            Self::RequestTimeout => 12,
+            Self::Overloaded => 13,
+            Self::NotImplemented => 14,
+            Self::ClientAborted => 15,
+        }
+    }
 
     /// Status, code and message. No `_` arm: a new variant must be placed here.
     pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
@@ -111,6 +138,18 @@ impl ProxyError {
                 "overloaded",
                 "the gateway is at its connection or request limit; retry shortly",
             ),
+            Self::NotImplemented => (
+                StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
+                "the request uses a transfer coding the gateway does not implement",
+            ),
+            // the client left before its body ended: nobody reads this answer, but the
+            // access log and the 4xx count say what happened
+            Self::ClientAborted => (
+                StatusCode::BAD_REQUEST,
+                "client_aborted",
+                "the client closed the connection before its request body was complete",
+            ),
         }
     }
 
@@ -118,7 +157,11 @@ impl ProxyError {
     pub fn is_client_side(self) -> bool {
         matches!(
             self,
-            Self::BadRequest | Self::BodyTooLarge | Self::RequestTimeout
+            Self::BadRequest
+                | Self::BodyTooLarge
+                | Self::RequestTimeout
+                | Self::NotImplemented
+                | Self::ClientAborted
         )
     }
 
@@ -138,7 +181,9 @@ impl ProxyError {
             | Self::VersionStopped
             | Self::UpstreamTimeout
             | Self::RequestTimeout
-            | Self::Overloaded => None,
+            | Self::Overloaded
+            | Self::NotImplemented
+            | Self::ClientAborted => None,
         }
     }
 }
@@ -174,7 +219,15 @@ mod tests {
             (504, "upstream_timeout"),
             (408, "request_timeout"),
             (503, "overloaded"),
+            (501, "not_implemented"),
+            (400, "client_aborted"),
         ];
+        // `ALL`'s length is in its type and `expected` must match it: a new variant
+        // that is not in both lists does not compile
+        let expected: [(u16, &str); ProxyError::ALL.len()] = expected;
+        for (i, e) in ProxyError::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i, "{e:?} is not at its place in ALL");
+        }
         for (e, (status, code)) in ProxyError::ALL.iter().zip(expected) {
             let (s, c, m) = e.parts();
             assert_eq!((s.as_u16(), c), (status, code), "{e:?}");

@@ -4,6 +4,7 @@
 //! Costs: one pass over the field names, a removal per hop-by-hop field present, and
 //! no allocation unless the `connection` header names a field the message carries.
 
+use crate::config::UnderscoreFields;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -121,6 +122,148 @@ fn remove_named_by_connection(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a `host` value is `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2):
+/// a reg-name of unreserved, percent-encoded and sub-delim characters, an IPv4
+/// address (a reg-name by its characters) or a bracketed IPv6 literal, then an
+/// optional port of at most 5 digits. An empty value is refused too (as nginx does):
+/// a request through a gateway always names its host.
+pub fn valid_host(v: &[u8]) -> bool {
+    let (host_ok, rest) = if let Some(lit) = v.strip_prefix(b"[") {
+        let Some(end) = lit.iter().position(|&c| c == b']') else {
+            return false;
+        };
+        let ip = &lit[..end];
+        let ok = !ip.is_empty()
+            && ip
+                .iter()
+                .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.');
+        (ok, &lit[end + 1..])
+    } else {
+        let end = v.iter().position(|&c| c == b':').unwrap_or(v.len());
+        (end > 0 && reg_name(&v[..end]), &v[end..])
+    };
+    let port_ok = match rest {
+        [] => true,
+        [b':', port @ ..] => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    host_ok && port_ok
+}
+
+/// `*( unreserved / pct-encoded / sub-delims )` (RFC 3986 §3.2.2).
+fn reg_name(v: &[u8]) -> bool {
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {}
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
+            b'%' => {
+                let hex = |j: usize| v.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 2;
+            }
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Why a request's `transfer-encoding` cannot be forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodingError {
+    /// Not a list of coding names ending in exactly one `chunked` (→ 400).
+    Invalid,
+    /// A coding the gateway does not implement before the final `chunked` (→ 501).
+    Unsupported,
+}
+
+/// Checks every `transfer-encoding` line of a request together as one list (RFC 9112
+/// §6.1): the gateway implements `chunked` only, applied exactly once and last.
+/// Empty elements, parameters and anything that is not a token are refused: another
+/// hop could read them differently.
+pub fn check_transfer_coding(headers: &HeaderMap) -> Result<(), CodingError> {
+    let mut codings = 0usize;
+    let mut chunked = 0usize;
+    let mut chunked_last = false;
+    for v in headers.get_all(header::TRANSFER_ENCODING) {
+        for t in v.as_bytes().split(|&c| c == b',') {
+            let t = t.trim_ascii();
+            if t.is_empty() || !t.iter().all(|&c| is_tchar(c)) {
+                return Err(CodingError::Invalid);
+            }
+            codings += 1;
+            chunked_last = t.eq_ignore_ascii_case(b"chunked");
+            chunked += usize::from(chunked_last);
+        }
+    }
+    match (chunked, chunked_last, codings) {
+        (1, true, 1) => Ok(()),
+        (1, true, _) => Err(CodingError::Unsupported),
+        _ => Err(CodingError::Invalid),
+    }
+}
+
+/// `tchar` of RFC 9110 §5.6.2.
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// Fields a request must not carry under a name with `_` for `-`: a server that folds
+/// `_` into `-` (CGI-style stacks) would read them as framing, hop-by-hop, credential
+/// or forwarding fields the gateway controls.
+static LOOKALIKE_TARGETS: [&str; 18] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "authorization",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "x-switchyard-agent",
+    "x-switchyard-environment",
+];
+
+/// Whether a field name, with `_` read as `-`, is one the gateway controls (or
+/// `x-switchyard-version`, which the upstream reads to know what it serves).
+pub fn is_lookalike(name: &str) -> bool {
+    let folded = |t: &str| {
+        t.len() == name.len()
+            && name
+                .bytes()
+                .zip(t.bytes())
+                .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+    };
+    LOOKALIKE_TARGETS.iter().any(|t| folded(t)) || folded("x-switchyard-version")
+}
+
+/// Removes the fields with `_` in their name that `mode` drops; returns how many.
+pub fn drop_underscored(headers: &mut HeaderMap, mode: UnderscoreFields) -> usize {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            k.as_str().contains('_')
+                && (mode == UnderscoreFields::DropAll || is_lookalike(k.as_str()))
+        })
+        .cloned()
+        .collect();
+    for k in &doomed {
+        headers.remove(k);
+    }
+    doomed.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +344,103 @@ mod tests {
             ("upgrade", "h2c"),
         ]);
         assert!(!is_websocket_upgrade(&h2c));
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in [
+            "x",
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8443",
+            "a-b_c~d.e",
+            "xn--bcher-kva.example",
+            "%41b",
+            "h:",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "", "a b", "a\tb", "a/b", "a@b", "a?b", "a#b", ":80", "[::1", "[]", "[::1]x", "h:8o",
+            "h:123456", "h:1:2", "%4", "%zz", "a\"b", "a<b", "[v1.x]",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn transfer_codings() {
+        let te = |lines: &[&str]| {
+            let pairs: Vec<_> = lines.iter().map(|l| ("transfer-encoding", *l)).collect();
+            check_transfer_coding(&map(&pairs))
+        };
+        assert_eq!(te(&["chunked"]), Ok(()));
+        assert_eq!(te(&["Chunked"]), Ok(()));
+        assert_eq!(te(&[" chunked\t"]), Ok(()));
+        for invalid in [
+            &["chunked, chunked"][..],
+            &["chunked", "chunked"],
+            &["chunked,chunked"],
+            &["chunked, identity"],
+            &["chunked, gzip"],
+            &["chunked,"],
+            &[", chunked"],
+            &["chunked;q=1"],
+            &["gzip"],
+            &[""],
+            &["gzip, chunked, chunked"],
+            &["identity"],
+        ] {
+            assert_eq!(te(invalid), Err(CodingError::Invalid), "{invalid:?}");
+        }
+        for unsupported in [
+            &["gzip, chunked"][..],
+            &["gzip", "chunked"],
+            &["x-foo, chunked"],
+        ] {
+            assert_eq!(
+                te(unsupported),
+                Err(CodingError::Unsupported),
+                "{unsupported:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn underscore_lookalikes() {
+        for l in [
+            "transfer_encoding",
+            "content_length",
+            "x_forwarded_for",
+            "x_switchyard_version",
+            "proxy_authorization",
+            "x-forwarded_host",
+            "keep_alive",
+        ] {
+            assert!(is_lookalike(l), "{l}");
+        }
+        for n in [
+            "x_custom",
+            "content_type",
+            "transfer_encodings",
+            "content_lengthx",
+        ] {
+            assert!(!is_lookalike(n), "{n}");
+        }
+        let mut h = map(&[
+            ("transfer_encoding", "chunked"),
+            ("content_length", "5"),
+            ("x_custom", "1"),
+            ("x-kept", "1"),
+        ]);
+        assert_eq!(
+            drop_underscored(&mut h, UnderscoreFields::DropLookalikes),
+            2
+        );
+        assert!(h.contains_key("x_custom") && h.contains_key("x-kept"));
+        assert_eq!(drop_underscored(&mut h, UnderscoreFields::DropAll), 1);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
     }
 }

@@ -13,14 +13,14 @@ pub mod body;
 pub mod error;
 pub mod headers;
 
-use crate::config::Limits;
+use crate::config::{Limits, ProxyConfig};
 use crate::domain::token::hash_token;
 use crate::envelope::{error_json, new_request_id, sane_request_id};
 use crate::routing::{Route, RoutingTable, Slot, Target};
 use crate::telemetry::{Metrics, UpstreamErrorKind, AUTH_REASONS};
 use crate::upstream::{BoxError, ConnectError, PooledBody, SendFailure};
 use access::{AccessLog, Entry};
-use body::{BodyTimeout, BodyTooLarge, ClientBody};
+use body::{BodyBroken, BodyTimeout, BodyTooLarge, ClientBody};
 use bytes::Bytes;
 use error::ProxyError;
 use headers::*;
@@ -180,14 +180,21 @@ impl http_body::Body for MeteredBody {
 pub struct Proxy {
     table: Arc<RoutingTable>,
     limits: Limits,
+    config: ProxyConfig,
     access_log: AccessLog,
 }
 
 impl Proxy {
-    pub fn new(table: Arc<RoutingTable>, limits: Limits, access_log: AccessLog) -> Self {
+    pub fn new(
+        table: Arc<RoutingTable>,
+        limits: Limits,
+        config: ProxyConfig,
+        access_log: AccessLog,
+    ) -> Self {
         Self {
             table,
             limits,
+            config,
             access_log,
         }
     }
@@ -232,7 +239,7 @@ impl Proxy {
                     .map(|t| &t.label);
                 let mut r = error_response(e, &request_id, label);
                 // a body left half read cannot be skipped safely: end the connection
-                if trace.close || e == ProxyError::RequestTimeout {
+                if trace.close || e.is_client_side() {
                     r.headers_mut()
                         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
                 }
@@ -298,9 +305,29 @@ impl Proxy {
         if fields.head_size > self.limits.max_header_bytes {
             return Err(ProxyError::HeadersTooLarge);
         }
-        if req.version() <= Version::HTTP_11 && !fields.framing_is_unambiguous(req.version()) {
+        if req.version() <= Version::HTTP_11 {
             // the upstream might frame this request differently: refuse it and end the
             // connection, so no byte of it can reach the next request
+            if !fields.framing_is_unambiguous(req.version()) {
+                trace.close = true;
+                return Err(ProxyError::BadRequest);
+            }
+            if fields.hop & TRANSFER_ENCODING_BIT != 0 {
+                if let Err(e) = check_transfer_coding(req.headers()) {
+                    trace.close = true;
+                    return Err(match e {
+                        CodingError::Invalid => ProxyError::BadRequest,
+                        CodingError::Unsupported => ProxyError::NotImplemented,
+                    });
+                }
+            }
+        }
+        if fields
+            .host
+            .as_ref()
+            .is_some_and(|h| !valid_host(h.as_bytes()))
+        {
+            // RFC 9112 §3.2: an invalid host is answered 400
             trace.close = true;
             return Err(ProxyError::BadRequest);
         }
@@ -342,13 +369,16 @@ impl Proxy {
         let websocket = fields.hop & (CONNECTION_BIT | UPGRADE_BIT) == CONNECTION_BIT | UPGRADE_BIT
             && req.version() == Version::HTTP_11
             && is_websocket_upgrade(req.headers());
-        let forwarded_host = fields.host.take().or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // an absolute-form target's authority wins over `host` (RFC 9112 §3.2.2)
+        let forwarded_host = match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => fields.host.take(),
+        };
         let h = req.headers_mut();
         strip_hop_by_hop_bits(h, fields.hop, websocket);
+        if fields.underscored {
+            drop_underscored(h, self.config.underscore_fields);
+        }
         h.reserve(10); // what we add below, in one growth
         h.remove(AUTHORIZATION);
         // `host` is set to the upstream's when the request is sent
@@ -401,10 +431,22 @@ impl Proxy {
         trace: &mut Trace,
     ) -> Result<Response<PooledBody>, (ProxyError, UpstreamErrorKind)> {
         use UpstreamErrorKind as K;
-        let deadline = trace.started + self.limits.upstream_response_timeout();
         // in place, and in a plain function: what is held across the awaits below is
         // the one request that is sent (the future stays small and moves less)
         let mut req = self.upstream_request(req);
+        let mut deadline = trace.started + self.limits.upstream_response_timeout();
+        if !http_body::Body::is_end_stream(req.body()) {
+            // boxed: a request without a body never gets here
+            let read = Box::pin(req.body_mut().buffer(self.config.request_buffer_bytes));
+            if let Err(e) = read.await {
+                trace.close = true;
+                return Err(
+                    classify_body_error(&*e).unwrap_or((ProxyError::BadRequest, K::Protocol))
+                );
+            }
+            // the upstream's time starts when it is handed the request
+            deadline = Instant::now() + self.limits.upstream_response_timeout();
+        }
         let n = target.endpoints.len();
         let first = target.first_endpoint();
         let mut last = (ProxyError::UpstreamUnavailable, K::Connect);
@@ -579,6 +621,8 @@ pub struct Fields {
     content_length: Option<HeaderValue>,
     /// [`hop_by_hop_bits`] of the request.
     hop: u8,
+    /// Some field name has an `_` in it ([`drop_underscored`] is due).
+    underscored: bool,
     /// Which of the fields the gateway sets ([`SET`]) the client sent too: those are
     /// replaced, the others only added (cheaper).
     sent: u8,
@@ -612,6 +656,7 @@ impl Fields {
                 }
             } else {
                 f.hop |= hop_by_hop_bit(k);
+                f.underscored |= k.as_str().as_bytes().contains(&b'_');
             }
         }
         f
@@ -669,16 +714,41 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// Maps an upstream failure to what the client is told and the metric's kind.
-fn classify_upstream_error(e: &hyper::Error) -> (ProxyError, UpstreamErrorKind) {
+/// The client-side failure somewhere in an error's chain, if there is one: the
+/// client's own body broke, stalled or grew over the limit.
+fn classify_body_error(
+    e: &(dyn std::error::Error + 'static),
+) -> Option<(ProxyError, UpstreamErrorKind)> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
-        if c.is::<BodyTooLarge>() {
-            return (ProxyError::BodyTooLarge, UpstreamErrorKind::Protocol);
+        let found = if c.is::<BodyTooLarge>() {
+            Some(ProxyError::BodyTooLarge)
+        } else if c.is::<BodyTimeout>() {
+            Some(ProxyError::RequestTimeout)
+        } else {
+            c.downcast_ref::<BodyBroken>().map(|b| {
+                if b.aborted {
+                    ProxyError::ClientAborted
+                } else {
+                    ProxyError::BadRequest
+                }
+            })
+        };
+        if let Some(p) = found {
+            return Some((p, UpstreamErrorKind::Protocol));
         }
-        if c.is::<BodyTimeout>() {
-            return (ProxyError::RequestTimeout, UpstreamErrorKind::Protocol);
-        }
+        cur = c.source();
+    }
+    None
+}
+
+/// Maps an upstream failure to what the client is told and the metric's kind.
+fn classify_upstream_error(e: &hyper::Error) -> (ProxyError, UpstreamErrorKind) {
+    if let Some(client_side) = classify_body_error(e) {
+        return client_side;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
         if let Some(h) = c.downcast_ref::<hyper::Error>() {
             if h.is_parse() || h.is_parse_status() {
                 return (ProxyError::UpstreamUnavailable, UpstreamErrorKind::Protocol);

@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod commit;
 mod conformance;
+mod desync;
 mod durability;
 mod fleet;
 mod hardening;

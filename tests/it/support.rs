@@ -44,6 +44,11 @@ impl GatewayBuilder {
         self
     }
 
+    pub fn proxy(mut self, f: impl FnOnce(&mut switchyard::config::ProxyConfig)) -> Self {
+        f(&mut self.config.proxy);
+        self
+    }
+
     pub fn tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
         self.tls = Some(acceptor);
         self
