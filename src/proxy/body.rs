@@ -97,27 +97,25 @@ impl ClientBody {
                     break;
                 }
                 Some(Err(e)) => return Err(e),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(d) => {
-                        len += d.len();
-                        match (&mut joined, first.take()) {
-                            (Some(j), _) => j.extend_from_slice(&d),
-                            (None, None) => first = Some(d),
-                            (None, Some(f)) => {
-                                let mut j = BytesMut::with_capacity(len.max(max / 4));
-                                j.extend_from_slice(&f);
-                                j.extend_from_slice(&d);
-                                joined = Some(j);
-                            }
-                        }
-                        if len > max {
-                            break; // too big to hold: stream the rest
+                // trailers are not forwarded (the `trailer` field that would announce
+                // them is hop-by-hop), as when the body is streamed
+                Some(Ok(frame)) => {
+                    let Ok(d) = frame.into_data() else { continue };
+                    len += d.len();
+                    match (&mut joined, first.take()) {
+                        (Some(j), _) => j.extend_from_slice(&d),
+                        (None, None) => first = Some(d),
+                        (None, Some(f)) => {
+                            let mut j = BytesMut::with_capacity(len.max(max / 4));
+                            j.extend_from_slice(&f);
+                            j.extend_from_slice(&d);
+                            joined = Some(j);
                         }
                     }
-                    // trailers: not forwarded (the `trailer` field that would announce
-                    // them is hop-by-hop), as when the body is streamed
-                    Err(_) => {}
-                },
+                    if len > max {
+                        break; // too big to hold: stream the rest
+                    }
+                }
             }
         }
         self.head = joined.map(BytesMut::freeze).or(first);
