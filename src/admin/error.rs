@@ -72,6 +72,14 @@ impl From<store::Error> for ApiError {
                     "the store is unavailable; nothing was changed, retry later",
                 )
             }
+            store::Error::Unknown(detail) => {
+                tracing::error!(error.detail = %detail, "store did not confirm a commit");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store did not confirm the write: it may have been applied; read the state before retrying",
+                )
+            }
             store::Error::Backend(detail) => {
                 tracing::error!(error.detail = %detail, "store error");
                 Self::new(
@@ -169,5 +177,10 @@ mod tests {
         assert!(!e.message.contains("secret"));
         let e: ApiError = store::Error::Unavailable("conn refused".into()).into();
         assert_eq!((e.status.as_u16(), e.code), (503, "store_unavailable"));
+        assert!(e.message.contains("nothing was changed"), "{}", e.message);
+        let e: ApiError = store::Error::Unknown("no answer within 5 s".into()).into();
+        assert_eq!((e.status.as_u16(), e.code), (503, "store_unavailable"));
+        assert!(e.message.contains("may have been applied"), "{}", e.message);
+        assert!(!e.message.contains("nothing was changed"), "{}", e.message);
     }
 }

@@ -28,6 +28,10 @@ pub enum Error {
     /// The backend cannot be reached; nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backend did not confirm a commit it was asked for (it timed out or the
+    /// connection broke during COMMIT): the write may or may not have been applied.
+    #[error("store did not confirm the commit: {0}")]
+    Unknown(String),
     /// The backend failed in a way that is not the caller's fault.
     #[error("store error: {0}")]
     Backend(String),
@@ -259,7 +263,7 @@ impl Store {
         })
         .await
         .map_err(|e| Error::Backend(format!("store task failed: {e}")))?;
-        let reachable = !matches!(result, Err(Error::Unavailable(_)));
+        let reachable = !matches!(result, Err(Error::Unavailable(_) | Error::Unknown(_)));
         if up.swap(reachable, Ordering::Relaxed) != reachable {
             if reachable {
                 tracing::info!("store reachable again");

@@ -219,12 +219,17 @@ impl PostgresBackend {
             }
             f(&mut PgTx { tx: &tx, h })?;
             if write {
-                wait(h, tx.commit())
+                // a COMMIT that times out or loses its connection may still have been
+                // applied: say so, never "nothing was changed"
+                wait(h, tx.commit()).map_err(|e| match e {
+                    Error::Unavailable(detail) => Error::Unknown(detail),
+                    other => other,
+                })
             } else {
                 wait(h, tx.rollback())
             }
         });
-        if matches!(result, Err(Error::Unavailable(_))) {
+        if matches!(result, Err(Error::Unavailable(_) | Error::Unknown(_))) {
             *slot = None;
         }
         result

@@ -79,8 +79,15 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE INDEX IF NOT EXISTS tokens_by_env ON tokens (agent, environment);
 "#;
 
+/// SQLite's errors: busy or locked (another writer holds the file past the busy
+/// timeout) is a retryable outage with nothing written; anything else is the
+/// backend's failure.
 fn backend(e: rusqlite::Error) -> Error {
-    Error::Backend(e.to_string())
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked) => Error::Unavailable(e.to_string()),
+        _ => Error::Backend(e.to_string()),
+    }
 }
 
 /// Data in the file that the domain rejects: the file was edited by hand or is corrupt.

@@ -11,6 +11,7 @@ mod hardening;
 mod http2;
 mod limits;
 mod metrics;
+mod outcome;
 mod process;
 mod proxy;
 mod support;
