@@ -138,6 +138,7 @@ pub async fn seed(store: &Store, ports: [u16; 2]) -> Result<String, Error> {
                         },
                     },
                     actor: actor.clone(),
+                    on_behalf_of: None,
                     reason: Some("demo setup".into()),
                     confirm: true,
                     expected_revision: None,

@@ -1,5 +1,6 @@
-//! The error envelope every client- and admin-visible failure uses,
-//! `{"error":{"code","message","request_id"}}`, and request ids.
+//! What the client and admin listeners share: the error envelope every failure uses,
+//! `{"error":{"code","message","request_id"}}`, request ids, and the bearer-token
+//! parser.
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -47,6 +48,24 @@ pub fn sane_request_id(v: &HeaderValue) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
 }
 
+/// The request id to use: the client's `x-request-id` when sane, a new one otherwise.
+pub fn request_id_of(sent: Option<&HeaderValue>) -> HeaderValue {
+    match sent {
+        Some(v) if sane_request_id(v) => v.clone(),
+        _ => new_request_id(),
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`: the scheme matched
+/// case-insensitively (RFC 9110 §11.1), the token trimmed and otherwise exact.
+pub fn bearer(v: &[u8]) -> Option<&[u8]> {
+    if v.len() <= 7 || !v[..7].eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let t = v[7..].trim_ascii();
+    (!t.is_empty()).then_some(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +90,24 @@ mod tests {
         assert!(!sane_request_id(&HeaderValue::from_static("")));
         let long = "x".repeat(129);
         assert!(!sane_request_id(&HeaderValue::from_str(&long).unwrap()));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"BEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"abc"), None);
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane() {
+        let mine = HeaderValue::from_static("abc-1");
+        assert_eq!(request_id_of(Some(&mine)), mine);
+        let bad = HeaderValue::from_static("a b");
+        assert_ne!(request_id_of(Some(&bad)), bad);
+        assert_eq!(request_id_of(None).len(), 24);
     }
 }

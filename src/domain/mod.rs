@@ -4,12 +4,14 @@
 //! millisecond timestamps it is handed; the store and the admin API call into it.
 
 pub mod diff;
+pub mod identity;
 pub mod moves;
 pub mod names;
 pub mod pipeline;
 pub mod token;
 pub mod version;
 
+pub use identity::{AdminTokenRecord, Identity, Role};
 pub use moves::{Action, Move, MoveKind, MoveRequest, Pointer, UndoLink};
 pub use names::{AgentName, EnvName, VersionRef};
 pub use pipeline::{EnvSpec, Pipeline};
@@ -116,6 +118,10 @@ pub enum DomainError {
     },
     #[error("token {0} not found")]
     TokenNotFound(String),
+    #[error("admin token {0} not found")]
+    AdminTokenNotFound(String),
+    #[error("an admin token named {0} already exists; revoke it first")]
+    AdminTokenExists(String),
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;

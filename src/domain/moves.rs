@@ -106,6 +106,8 @@ pub struct MoveRequest {
     pub environment: EnvName,
     pub kind: MoveKind,
     pub actor: String,
+    /// Who the caller acts for (`x-switchyard-on-behalf-of`), kept beside the actor.
+    pub on_behalf_of: Option<String>,
     pub reason: Option<String>,
     pub confirm: bool,
     pub expected_revision: Option<u64>,
@@ -121,7 +123,10 @@ pub struct Move {
     pub version: Option<u32>,
     #[serde(serialize_with = "ser_opt_version")]
     pub previous: Option<u32>,
+    /// The admin identity that made the move (`switchyard` for the gateway's own).
     pub actor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
     pub reason: Option<String>,
     pub revision: u64,
     #[serde(serialize_with = "ser_time")]

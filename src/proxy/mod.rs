@@ -15,7 +15,7 @@ pub mod headers;
 
 use crate::config::{Limits, ProxyConfig};
 use crate::domain::token::hash_token;
-use crate::envelope::{error_json, new_request_id, sane_request_id};
+use crate::envelope::{bearer, error_json, request_id_of};
 use crate::routing::{Route, RoutingTable, Slot, Target};
 use crate::telemetry::{Metrics, UpstreamErrorKind, AUTH_REASONS};
 use crate::upstream::{BoxError, ConnectError, PooledBody, SendFailure};
@@ -204,10 +204,7 @@ impl Proxy {
         let metrics = self.table.metrics();
         let (open, admitted) = OpenRequest::open(metrics, self.limits.max_in_flight);
         let fields = Fields::of(&req);
-        let request_id = match &fields.request_id {
-            Some(v) if sane_request_id(v) => v.clone(),
-            _ => new_request_id(),
-        };
+        let request_id = request_id_of(fields.request_id.as_ref());
         let mut trace = Trace {
             started: Instant::now(),
             slot: None,
@@ -281,10 +278,7 @@ impl Proxy {
 
     /// The answer on a connection over the connection limit: 503 `overloaded`.
     pub fn overloaded<B>(&self, req: &Request<B>) -> Response<MeteredBody> {
-        let request_id = match req.headers().get(X_REQUEST_ID) {
-            Some(v) if sane_request_id(v) => v.clone(),
-            _ => new_request_id(),
-        };
+        let request_id = request_id_of(req.headers().get(X_REQUEST_ID));
         let mut r = error_response(ProxyError::Overloaded, &request_id, None);
         r.headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -694,15 +688,6 @@ impl Fields {
     }
 }
 
-/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
-pub fn bearer(v: &[u8]) -> Option<&[u8]> {
-    if v.len() <= 7 || !v[..7].eq_ignore_ascii_case(b"bearer ") {
-        return None;
-    }
-    let t = v[7..].trim_ascii();
-    (!t.is_empty()).then_some(t)
-}
-
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -809,14 +794,5 @@ mod tests {
         assert_eq!(f.hop, TRANSFER_ENCODING_BIT);
         assert_eq!(f.content_length(), Some(5));
         assert!(!f.framing_is_unambiguous(Version::HTTP_11));
-    }
-
-    #[test]
-    fn bearer_tokens() {
-        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
-        assert_eq!(bearer(b"bearer  abc "), Some(&b"abc"[..]));
-        assert_eq!(bearer(b"Bearer "), None);
-        assert_eq!(bearer(b"Basic abc"), None);
-        assert_eq!(bearer(b"abc"), None);
     }
 }

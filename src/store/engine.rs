@@ -8,8 +8,8 @@ use super::{Applied, Command, EventKey, Outcome, Result, Snapshot, Tx};
 use crate::domain::moves::{check_guard, next_pointer, plan_rollback};
 use crate::domain::names::version_label;
 use crate::domain::{
-    Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveKind, MoveRequest, Pipeline,
-    Pointer, TokenRecord, UndoLink, Version, VersionRef, VersionState,
+    AdminTokenRecord, Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveKind,
+    MoveRequest, Pipeline, Pointer, TokenRecord, UndoLink, Version, VersionRef, VersionState,
 };
 
 /// Longest free-text field (reason, token name, actor) kept, in bytes.
@@ -159,6 +159,54 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
                 changes: vec![Change::Token(record)],
             })
         }
+        Command::CreateAdminToken {
+            id,
+            name,
+            role,
+            hash,
+            created_by,
+        } => {
+            crate::domain::identity::check_admin_name(&name)?;
+            check_text("created_by", &created_by)?;
+            if tx
+                .admin_tokens()?
+                .iter()
+                .any(|t| t.name == name && t.revoked_at.is_none())
+            {
+                return Err(DomainError::AdminTokenExists(name).into());
+            }
+            let record = AdminTokenRecord {
+                id,
+                name,
+                role,
+                created_at: now,
+                revoked_at: None,
+                created_by,
+                hash,
+            };
+            tx.insert_admin_token(&record)?;
+            let revision = tx.bump_revision()?;
+            Ok(Applied {
+                outcome: Outcome::AdminToken(record),
+                revision,
+                changes: vec![],
+            })
+        }
+        Command::RevokeAdminToken { id } => {
+            let mut record = tx
+                .admin_token(&id)?
+                .ok_or_else(|| DomainError::AdminTokenNotFound(id.clone()))?;
+            if record.revoked_at.is_none() {
+                tx.revoke_admin_token(&id, now)?;
+                record.revoked_at = Some(now);
+            }
+            let revision = tx.bump_revision()?;
+            Ok(Applied {
+                outcome: Outcome::AdminToken(record),
+                revision,
+                changes: vec![],
+            })
+        }
         Command::RevokeToken { id } => {
             let mut record = tx
                 .token(&id)?
@@ -204,6 +252,9 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
     require_agent(tx, &req.agent)?;
     check_text("reason", req.reason.as_deref().unwrap_or(""))?;
     check_text("actor", &req.actor)?;
+    if let Some(o) = &req.on_behalf_of {
+        check_text("on_behalf_of", o)?;
+    }
     let source = p.get(req.environment.as_str())?.clone();
     let target_env = match &req.kind {
         MoveKind::Promote { to: Some(to) } => p.get(to.as_str())?.clone(),
@@ -291,6 +342,7 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
         version: target,
         previous: cur.version,
         actor: req.actor,
+        on_behalf_of: req.on_behalf_of,
         reason: req.reason,
         revision,
         at: now,

@@ -15,8 +15,9 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::domain::{
-    Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveRequest, Pipeline, Pointer,
-    TokenHash, TokenRecord, UndoLink, Version, VersionRef, VersionSpec, VersionState,
+    AdminTokenRecord, Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveRequest,
+    Pipeline, Pointer, Role, TokenHash, TokenRecord, UndoLink, Version, VersionRef, VersionSpec,
+    VersionState,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -68,6 +69,16 @@ pub enum Command {
     RevokeToken {
         id: String,
     },
+    CreateAdminToken {
+        id: String,
+        name: String,
+        role: Role,
+        hash: TokenHash,
+        created_by: String,
+    },
+    RevokeAdminToken {
+        id: String,
+    },
 }
 
 /// What a command produced, for the caller's answer.
@@ -77,6 +88,7 @@ pub enum Outcome {
     Version(Version),
     Move(Move),
     Token(TokenRecord),
+    AdminToken(AdminTokenRecord),
 }
 
 /// A committed command: its outcome, the store revision after it, and the changes the
@@ -144,6 +156,12 @@ pub trait Tx {
     fn revoke_token(&mut self, id: &str, at: Millis) -> Result<()>;
     /// Tokens of (agent, environment), or (None) every token.
     fn tokens(&mut self, scope: Option<(&AgentName, &EnvName)>) -> Result<Vec<TokenRecord>>;
+
+    fn insert_admin_token(&mut self, token: &AdminTokenRecord) -> Result<()>;
+    fn admin_token(&mut self, id: &str) -> Result<Option<AdminTokenRecord>>;
+    fn admin_token_by_hash(&mut self, hash: &TokenHash) -> Result<Option<AdminTokenRecord>>;
+    fn admin_tokens(&mut self) -> Result<Vec<AdminTokenRecord>>;
+    fn revoke_admin_token(&mut self, id: &str, at: Millis) -> Result<()>;
 
     /// Records what a committed command changed, for other nodes to pick up (and
     /// tells them). A single-node backend has no one to tell.
@@ -338,6 +356,20 @@ impl Store {
             tx.history(&agent, &env, limit, before)
         })
         .await
+    }
+
+    /// The named admin token with this hash, unless it was revoked.
+    pub async fn admin_identity(&self, hash: TokenHash) -> Result<Option<AdminTokenRecord>> {
+        self.blocking(false, move |tx, _| {
+            Ok(tx
+                .admin_token_by_hash(&hash)?
+                .filter(|t| t.revoked_at.is_none()))
+        })
+        .await
+    }
+
+    pub async fn admin_tokens(&self) -> Result<Vec<AdminTokenRecord>> {
+        self.blocking(false, |tx, _| tx.admin_tokens()).await
     }
 
     pub async fn tokens(&self, agent: AgentName, env: EnvName) -> Result<Vec<TokenRecord>> {

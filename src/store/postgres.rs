@@ -13,8 +13,8 @@
 
 use super::{Backend, Error, Event, EventKey, Result, Tx, TxFn};
 use crate::domain::{
-    Action, Agent, AgentName, Change, EnvName, Millis, Move, Pointer, TokenRecord, UndoLink,
-    Version, VersionState,
+    Action, AdminTokenRecord, Agent, AgentName, Change, EnvName, Millis, Move, Pointer, Role,
+    TokenHash, TokenRecord, UndoLink, Version, VersionState,
 };
 use std::future::Future;
 use std::str::FromStr;
@@ -93,6 +93,16 @@ CREATE TABLE IF NOT EXISTS tokens (
     revoked_at  BIGINT
 );
 CREATE INDEX IF NOT EXISTS tokens_by_env ON tokens (agent, environment);
+CREATE TABLE IF NOT EXISTS admin_tokens (
+    id          TEXT PRIMARY KEY,
+    hash        BYTEA NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    revoked_at  BIGINT
+);
+ALTER TABLE history ADD COLUMN IF NOT EXISTS on_behalf_of TEXT;
 CREATE TABLE IF NOT EXISTS events (
     revision    BIGINT NOT NULL,
     seq         INT NOT NULL,
@@ -298,8 +308,7 @@ fn version_from(r: &Row) -> Result<Version> {
     })
 }
 
-const MOVE_COLS: &str =
-    "agent, environment, action, version, previous, actor, reason, revision, at, previous_since";
+const MOVE_COLS: &str = "agent, environment, action, version, previous, actor, reason, revision, at, previous_since, on_behalf_of";
 
 fn move_from(r: &Row) -> Result<Move> {
     let action: String = get(r, 2)?;
@@ -310,10 +319,29 @@ fn move_from(r: &Row) -> Result<Move> {
         version: u32_of(get(r, 3)?),
         previous: u32_of(get(r, 4)?),
         actor: get(r, 5)?,
+        on_behalf_of: get(r, 10)?,
         reason: get(r, 6)?,
         revision: get::<i64>(r, 7)? as u64,
         at: get(r, 8)?,
         previous_since: get(r, 9)?,
+    })
+}
+
+const ADMIN_TOKEN_COLS: &str = "id, hash, name, role, created_by, created_at, revoked_at";
+
+fn admin_token_from(r: &Row) -> Result<AdminTokenRecord> {
+    let hash: Vec<u8> = get(r, 1)?;
+    let role: String = get(r, 3)?;
+    Ok(AdminTokenRecord {
+        id: get(r, 0)?,
+        hash: hash
+            .try_into()
+            .map_err(|_| corrupt("admin token hash", "not 32 bytes"))?,
+        name: get(r, 2)?,
+        role: Role::parse("role", &role).map_err(|e| corrupt("admin token role", e))?,
+        created_by: get(r, 4)?,
+        created_at: get(r, 5)?,
+        revoked_at: get(r, 6)?,
     })
 }
 
@@ -552,8 +580,9 @@ impl Tx for PgTx<'_> {
         );
         self.exec(
             "INSERT INTO history (revision, agent, environment, action, version, previous,
-                 previous_since, actor, reason, at, undo_depth, undo_top, undo_next)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 previous_since, actor, reason, at, undo_depth, undo_top, undo_next,
+                 on_behalf_of)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             &[
                 &(mv.revision as i64),
                 &mv.agent.as_str(),
@@ -568,6 +597,7 @@ impl Tx for PgTx<'_> {
                 &depth,
                 &top,
                 &next,
+                &mv.on_behalf_of,
             ],
         )?;
         self.exec(
@@ -640,6 +670,51 @@ impl Tx for PgTx<'_> {
     fn revoke_token(&mut self, id: &str, at: Millis) -> Result<()> {
         self.exec(
             "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[&id, &at],
+        )?;
+        Ok(())
+    }
+
+    fn insert_admin_token(&mut self, t: &AdminTokenRecord) -> Result<()> {
+        self.exec(
+            &format!(
+                "INSERT INTO admin_tokens ({ADMIN_TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            ),
+            &[
+                &t.id,
+                &&t.hash[..],
+                &t.name,
+                &t.role.as_str(),
+                &t.created_by,
+                &t.created_at,
+                &t.revoked_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn admin_token(&mut self, id: &str) -> Result<Option<AdminTokenRecord>> {
+        let sql = format!("SELECT {ADMIN_TOKEN_COLS} FROM admin_tokens WHERE id = $1");
+        self.opt(&sql, &[&id])?
+            .map(|r| admin_token_from(&r))
+            .transpose()
+    }
+
+    fn admin_token_by_hash(&mut self, hash: &TokenHash) -> Result<Option<AdminTokenRecord>> {
+        let sql = format!("SELECT {ADMIN_TOKEN_COLS} FROM admin_tokens WHERE hash = $1");
+        self.opt(&sql, &[&&hash[..]])?
+            .map(|r| admin_token_from(&r))
+            .transpose()
+    }
+
+    fn admin_tokens(&mut self) -> Result<Vec<AdminTokenRecord>> {
+        let sql = format!("SELECT {ADMIN_TOKEN_COLS} FROM admin_tokens ORDER BY created_at, id");
+        self.rows(&sql, &[])?.iter().map(admin_token_from).collect()
+    }
+
+    fn revoke_admin_token(&mut self, id: &str, at: Millis) -> Result<()> {
+        self.exec(
+            "UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
             &[&id, &at],
         )?;
         Ok(())

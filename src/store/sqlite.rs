@@ -7,8 +7,8 @@
 
 use super::{Backend, Error, Result, Tx, TxFn};
 use crate::domain::{
-    Action, Agent, AgentName, EnvName, Millis, Move, Pointer, TokenRecord, UndoLink, Version,
-    VersionState,
+    Action, AdminTokenRecord, Agent, AgentName, EnvName, Millis, Move, Pointer, Role, TokenHash,
+    TokenRecord, UndoLink, Version, VersionState,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::Path;
@@ -77,7 +77,20 @@ CREATE TABLE IF NOT EXISTS tokens (
     revoked_at  INTEGER
 );
 CREATE INDEX IF NOT EXISTS tokens_by_env ON tokens (agent, environment);
+CREATE TABLE IF NOT EXISTS admin_tokens (
+    id          TEXT PRIMARY KEY,
+    hash        BLOB NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
 "#;
+
+/// Columns added after a table was first created: (table, column, type). Added on
+/// open when missing, so a file written by an older release keeps working.
+const ADDED_COLUMNS: [(&str, &str, &str); 1] = [("history", "on_behalf_of", "TEXT")];
 
 /// SQLite's errors: busy or locked (another writer holds the file past the busy
 /// timeout) is a retryable outage with nothing written; anything else is the
@@ -133,6 +146,19 @@ impl SqliteBackend {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        for (table, column, ty) in ADDED_COLUMNS {
+            let present: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+                    [table, column],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))
+                    .map_err(backend)?;
+            }
+        }
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -222,8 +248,7 @@ fn version_from(row: VersionRow) -> Result<Version> {
     })
 }
 
-const MOVE_COLS: &str =
-    "agent, environment, action, version, previous, actor, reason, revision, at, previous_since";
+const MOVE_COLS: &str = "agent, environment, action, version, previous, actor, reason, revision, at, previous_since, on_behalf_of";
 
 type MoveRow = (
     String,
@@ -236,6 +261,7 @@ type MoveRow = (
     i64,
     i64,
     Option<i64>,
+    Option<String>,
 );
 
 fn move_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MoveRow> {
@@ -250,11 +276,24 @@ fn move_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MoveRow> {
         r.get(7)?,
         r.get(8)?,
         r.get(9)?,
+        r.get(10)?,
     ))
 }
 
 fn move_from(row: MoveRow) -> Result<Move> {
-    let (agent, env, action, version, previous, actor, reason, revision, at, previous_since) = row;
+    let (
+        agent,
+        env,
+        action,
+        version,
+        previous,
+        actor,
+        reason,
+        revision,
+        at,
+        previous_since,
+        on_behalf_of,
+    ) = row;
     Ok(Move {
         agent: agent_name(agent)?,
         environment: env_name(env)?,
@@ -262,10 +301,42 @@ fn move_from(row: MoveRow) -> Result<Move> {
         version: to_u32(version),
         previous: to_u32(previous),
         actor,
+        on_behalf_of,
         reason,
         revision: revision as u64,
         at,
         previous_since,
+    })
+}
+
+const ADMIN_TOKEN_COLS: &str = "id, hash, name, role, created_by, created_at, revoked_at";
+
+type AdminTokenRow = (String, Vec<u8>, String, String, String, i64, Option<i64>);
+
+fn admin_token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AdminTokenRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn admin_token_from(row: AdminTokenRow) -> Result<AdminTokenRecord> {
+    let (id, hash, name, role, created_by, created_at, revoked_at) = row;
+    Ok(AdminTokenRecord {
+        id,
+        hash: hash
+            .try_into()
+            .map_err(|_| corrupt("admin token hash", "not 32 bytes"))?,
+        name,
+        role: Role::parse("role", &role).map_err(|e| corrupt("admin token role", e))?,
+        created_by,
+        created_at,
+        revoked_at,
     })
 }
 
@@ -549,8 +620,9 @@ impl Tx for SqliteTx<'_> {
     fn record_move(&mut self, mv: &Move, p: &Pointer) -> Result<()> {
         self.exec_cached(
             "INSERT INTO history (revision, agent, environment, action, version, previous,
-                     previous_since, actor, reason, at, undo_depth, undo_top, undo_next)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     previous_since, actor, reason, at, undo_depth, undo_top, undo_next,
+                     on_behalf_of)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 mv.revision as i64,
                 mv.agent.as_str(),
@@ -564,7 +636,8 @@ impl Tx for SqliteTx<'_> {
                 mv.at,
                 p.undo.depth,
                 p.undo.top,
-                p.undo.next as i64
+                p.undo.next as i64,
+                mv.on_behalf_of
             ],
         )
         .map_err(backend)?;
@@ -644,6 +717,63 @@ impl Tx for SqliteTx<'_> {
     fn revoke_token(&mut self, id: &str, at: Millis) -> Result<()> {
         self.exec_cached(
             "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, at],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    fn insert_admin_token(&mut self, t: &AdminTokenRecord) -> Result<()> {
+        self.exec_cached(
+            &format!(
+                "INSERT INTO admin_tokens ({ADMIN_TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ),
+            params![
+                t.id,
+                &t.hash[..],
+                t.name,
+                t.role.as_str(),
+                t.created_by,
+                t.created_at,
+                t.revoked_at
+            ],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    fn admin_token(&mut self, id: &str) -> Result<Option<AdminTokenRecord>> {
+        let sql = format!("SELECT {ADMIN_TOKEN_COLS} FROM admin_tokens WHERE id = ?1");
+        let row = self
+            .tx
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.query_row([id], admin_token_row).optional())
+            .map_err(backend)?;
+        row.map(admin_token_from).transpose()
+    }
+
+    fn admin_token_by_hash(&mut self, hash: &TokenHash) -> Result<Option<AdminTokenRecord>> {
+        let sql = format!("SELECT {ADMIN_TOKEN_COLS} FROM admin_tokens WHERE hash = ?1");
+        let row = self
+            .tx
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.query_row([&hash[..]], admin_token_row).optional())
+            .map_err(backend)?;
+        row.map(admin_token_from).transpose()
+    }
+
+    fn admin_tokens(&mut self) -> Result<Vec<AdminTokenRecord>> {
+        self.collect(
+            &format!("SELECT {ADMIN_TOKEN_COLS} FROM admin_tokens ORDER BY created_at, id"),
+            [],
+            admin_token_row,
+            admin_token_from,
+        )
+    }
+
+    fn revoke_admin_token(&mut self, id: &str, at: Millis) -> Result<()> {
+        self.exec_cached(
+            "UPDATE admin_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             params![id, at],
         )
         .map_err(backend)?;

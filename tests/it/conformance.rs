@@ -41,6 +41,7 @@ fn mv(a: &str, e: &str, kind: MoveKind) -> Command {
         environment: env(e),
         kind,
         actor: "test".into(),
+        on_behalf_of: Some("ci".into()),
         reason: None,
         confirm: true,
         expected_revision: None,

@@ -9,6 +9,7 @@ mod durability;
 mod fleet;
 mod hardening;
 mod http2;
+mod identity;
 mod limits;
 mod metrics;
 mod outcome;

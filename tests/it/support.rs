@@ -162,6 +162,34 @@ impl TestGateway {
         self.admin(Method::POST, path, Some(body)).await
     }
 
+    /// An admin call with the given admin token and extra headers.
+    pub async fn admin_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![("authorization", auth.as_str())];
+        headers.extend_from_slice(extra);
+        let r = send(
+            method,
+            &format!("http://{}{}", self.admin, path),
+            &headers,
+            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+        )
+        .await;
+        let status = r.status;
+        let v = if r.body.is_empty() {
+            Value::Null
+        } else {
+            r.json()
+        };
+        (status, v)
+    }
+
     pub async fn get_admin(&self, path: &str) -> (StatusCode, Value) {
         self.admin(Method::GET, path, None).await
     }

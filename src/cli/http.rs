@@ -1,5 +1,4 @@
-//! The command-line client: the admin subcommands are a thin client of the admin API,
-//! with human tables by default and `--json` for scripts.
+//! The admin API client the subcommands share: one call, its errors as one line.
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -8,14 +7,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 /// How to reach the admin API.
 pub struct AdminClient {
     pub base: String,
     pub token: Option<String>,
-    pub actor: Option<String>,
+    /// Sent as `x-switchyard-on-behalf-of`: who the caller acts for.
+    pub on_behalf_of: Option<String>,
 }
 
 /// Finds the admin token: the flag or `SWITCHYARD_ADMIN_TOKEN`, else the token file.
@@ -43,8 +42,8 @@ impl AdminClient {
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        if let Some(a) = &self.actor {
-            req = req.header("x-switchyard-actor", a);
+        if let Some(a) = &self.on_behalf_of {
+            req = req.header("x-switchyard-on-behalf-of", a);
         }
         let bytes = match &body {
             Some(b) => Bytes::from(serde_json::to_vec(b)?),
@@ -97,85 +96,4 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s;
     }
     cur.to_string()
-}
-
-/// Asks before a protected move, unless `--yes`. Without a terminal and without
-/// `--yes` it refuses rather than hang.
-pub fn confirm(question: &str, yes: bool) -> Result<bool> {
-    if yes {
-        return Ok(true);
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!("{question}: this environment is protected; pass --yes to confirm");
-    }
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush().ok();
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
-}
-
-/// Prints rows as aligned columns under a header.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<String>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{:<w$}  ", c, w = widths[i]));
-            }
-        }
-        out.push_str(s.trim_end());
-        out.push('\n');
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r.clone());
-    }
-    out
-}
-
-/// Renders the array `v[key]` as a table with the given (header, field) columns.
-pub fn rows_table(v: &Value, key: &str, columns: &[(&str, &str)]) -> String {
-    let rows: Vec<Vec<String>> = v[key]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|item| columns.iter().map(|(_, f)| cell(&item[*f])).collect())
-        .collect();
-    let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
-    table(&header, &rows)
-}
-
-/// A JSON value as a table cell: strings bare, null as `-`.
-pub fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align() {
-        let t = table(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
-        assert_eq!(t, "A     BB\nlong  x\n");
-        assert_eq!(cell(&Value::Null), "-");
-        assert_eq!(cell(&json!("v1")), "v1");
-        assert_eq!(cell(&json!(3)), "3");
-    }
 }

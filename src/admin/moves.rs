@@ -1,0 +1,200 @@
+//! Pointer moves — deploy, promote, rollback, undeploy — and an environment's history.
+
+use super::error::ApiError;
+use super::{agent, env, json_response, outcome_response, parse_json, Admin, AdminResponse, Call};
+use crate::domain::{AgentName, EnvName, MoveKind, MoveRequest, VersionRef};
+use crate::store::Command;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::Instrument;
+
+/// Default and largest page of history.
+pub const HISTORY_PAGE: u32 = 100;
+pub const HISTORY_MAX: u32 = 1000;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MoveBody {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    to_version: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    confirm: bool,
+    #[serde(default)]
+    expected_revision: Option<u64>,
+}
+
+/// `/v1/agents/{agent}/environments/{env}/{deploy|promote|rollback|undeploy|history}`.
+pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, ApiError> {
+    match (c.method, c.segs) {
+        (
+            &Method::POST,
+            ["agents", a, "environments", e, op @ ("deploy" | "promote" | "rollback" | "undeploy")],
+        ) => {
+            let mut req = move_request(op, agent(a)?, env(e)?, &c.body, c.who.name.clone())?;
+            req.on_behalf_of = c.on_behalf_of.clone();
+            let span = tracing::info_span!("move", action = *op, agent = %req.agent, environment = %req.environment);
+            let applied = admin
+                .execute(Command::Move(req), &c.who.name)
+                .instrument(span)
+                .await?;
+            Ok(outcome_response(StatusCode::OK, applied))
+        }
+        (&Method::GET, ["agents", a, "environments", e, "history"]) => {
+            let (limit, before) = history_query(c.query)?;
+            let entries = admin
+                .store
+                .history(agent(a)?, env(e)?, limit, before)
+                .await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "entries": entries }),
+            ))
+        }
+        _ => Err(c.unmatched()),
+    }
+}
+
+/// Builds a move request from a body; each action accepts only its own fields.
+fn move_request(
+    op: &str,
+    agent: AgentName,
+    environment: EnvName,
+    body: &Bytes,
+    actor: String,
+) -> Result<MoveRequest, ApiError> {
+    let b: MoveBody = parse_json(body)?;
+    let unexpected = |field: &str| ApiError::bad_request(format!("{field}: not accepted by {op}"));
+    let refuse = |fields: &[(&str, bool)]| match fields.iter().find(|(_, set)| *set) {
+        Some((f, _)) => Err(unexpected(f)),
+        None => Ok(()),
+    };
+    let kind = match op {
+        "deploy" => {
+            refuse(&[
+                ("to", b.to.is_some()),
+                ("to_version", b.to_version.is_some()),
+            ])?;
+            let v = b
+                .version
+                .as_deref()
+                .ok_or_else(|| ApiError::bad_request("version: missing field `version`"))?;
+            MoveKind::Deploy {
+                version: VersionRef::parse("version", v)?,
+            }
+        }
+        "promote" => {
+            refuse(&[
+                ("version", b.version.is_some()),
+                ("to_version", b.to_version.is_some()),
+            ])?;
+            MoveKind::Promote {
+                to: b
+                    .to
+                    .as_deref()
+                    .map(|t| EnvName::parse("to", t))
+                    .transpose()?,
+            }
+        }
+        "rollback" => {
+            refuse(&[("version", b.version.is_some()), ("to", b.to.is_some())])?;
+            MoveKind::Rollback {
+                to_version: b
+                    .to_version
+                    .as_deref()
+                    .map(|v| VersionRef::parse("to_version", v))
+                    .transpose()?,
+            }
+        }
+        _ => {
+            refuse(&[
+                ("version", b.version.is_some()),
+                ("to", b.to.is_some()),
+                ("to_version", b.to_version.is_some()),
+            ])?;
+            MoveKind::Undeploy
+        }
+    };
+    Ok(MoveRequest {
+        agent,
+        environment,
+        kind,
+        actor,
+        on_behalf_of: None,
+        reason: b.reason.filter(|r| !r.is_empty()),
+        confirm: b.confirm,
+        expected_revision: b.expected_revision,
+    })
+}
+
+/// `?limit=N&before=REV` of a history request.
+fn history_query(q: &str) -> Result<(u32, Option<u64>), ApiError> {
+    let mut limit = HISTORY_PAGE;
+    let mut before = None;
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "limit" => {
+                limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=HISTORY_MAX).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("limit: a number from 1 to {HISTORY_MAX}"))
+                    })?
+            }
+            "before" => {
+                before = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| ApiError::bad_request("before: a revision number"))?,
+                )
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {:?}; use limit and before",
+                    crate::domain::names::truncate(k, 40)
+                )))
+            }
+        }
+    }
+    Ok((limit, before))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn move_bodies_accept_only_their_fields() {
+        let a = AgentName::parse("a", "bot").unwrap();
+        let e = EnvName::parse("e", "staging").unwrap();
+        let body =
+            Bytes::from_static(br#"{"version": "v2", "confirm": true, "expected_revision": 4}"#);
+        let r = move_request("deploy", a.clone(), e.clone(), &body, "me".into()).unwrap();
+        assert!(r.confirm);
+        assert_eq!(r.expected_revision, Some(4));
+        assert!(move_request("promote", a.clone(), e.clone(), &body, "me".into()).is_err());
+        let missing =
+            move_request("deploy", a.clone(), e.clone(), &Bytes::new(), "me".into()).unwrap_err();
+        assert!(missing.message.contains("version"));
+        let bad = Bytes::from_static(br#"{"to": "Prod"}"#);
+        let e2 = move_request("promote", a, e, &bad, "me".into()).unwrap_err();
+        assert!(e2.message.starts_with("to:"), "{}", e2.message);
+    }
+
+    #[test]
+    fn history_query_bounds() {
+        assert_eq!(history_query("").unwrap(), (HISTORY_PAGE, None));
+        assert_eq!(history_query("limit=5&before=9").unwrap(), (5, Some(9)));
+        assert!(history_query("limit=0").is_err());
+        assert!(history_query("limit=100000").is_err());
+        assert!(history_query("x=1").is_err());
+    }
+}

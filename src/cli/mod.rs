@@ -1,0 +1,302 @@
+//! The command-line client: every subcommand but `serve` is a thin client of the admin
+//! API, with human tables by default and `--json` for scripts. One file per command
+//! group: [`catalog`] (pipeline, agents, versions, diff, stop/start), [`moves`]
+//! (deploy, promote, rollback, undeploy, status, history), [`tokens`] (deployment and
+//! admin tokens, whoami); [`http`] calls the API and [`output`] prints.
+
+mod catalog;
+pub mod http;
+mod moves;
+pub mod output;
+mod tokens;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use http::{admin_token, AdminClient};
+use std::path::PathBuf;
+
+#[derive(Args, Clone)]
+pub struct ClientOpts {
+    /// Admin API base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ADMIN_URL",
+        default_value = "http://127.0.0.1:9901"
+    )]
+    pub admin: String,
+    /// Admin token (default: the file below).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+    /// File holding the admin token, as written by `serve` when it has none.
+    #[arg(long, global = true, default_value = "data/admin.token")]
+    pub admin_token_file: PathBuf,
+    /// Who this change is made for, recorded in history beside the admin token's
+    /// name (default: $USER).
+    #[arg(long, global = true, alias = "actor")]
+    pub on_behalf_of: Option<String>,
+    /// Print the admin API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Confirm moves of protected environments without asking.
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ClientCmd {
+    /// List agents, or create one.
+    Agents {
+        #[command(subcommand)]
+        action: Option<AgentsCmd>,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// List an agent's versions, show one, or create one.
+    Versions {
+        #[command(subcommand)]
+        action: VersionsCmd,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Point an environment at a version.
+    Deploy {
+        agent: String,
+        environment: String,
+        version: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        expected_revision: Option<u64>,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Move the version live in an environment to the next stage (or --to).
+    Promote {
+        agent: String,
+        environment: String,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        expected_revision: Option<u64>,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Return an environment to the version before its last forward move (or --to).
+    Rollback {
+        agent: String,
+        environment: String,
+        #[arg(long = "to")]
+        to_version: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        expected_revision: Option<u64>,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Empty an environment: it serves 503 not_deployed until the next deploy.
+    Undeploy {
+        agent: String,
+        environment: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        expected_revision: Option<u64>,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Which version is live in each environment, since when, and its traffic.
+    Status {
+        agent: Option<String>,
+        /// Seconds between the two samples the request and error rates come from.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// The moves of one environment, newest first.
+    History {
+        agent: String,
+        environment: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Compare two versions field by field.
+    Diff {
+        agent: String,
+        from: String,
+        to: String,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Deployment tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenCmd,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Stop a version: environments pointing at it answer 503 version_stopped.
+    Stop {
+        agent: String,
+        version: String,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Start a stopped version again.
+    Start {
+        agent: String,
+        version: String,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// The environment pipeline.
+    Environments {
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Named admin tokens with a role (viewer, deployer, admin).
+    AdminToken {
+        #[command(subcommand)]
+        action: AdminTokenCmd,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// The name and role of the admin token in use.
+    Whoami {
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgentsCmd {
+    /// Create an agent.
+    Create {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum VersionsCmd {
+    /// List the versions of an agent.
+    List { agent: String },
+    /// Show one version.
+    Show { agent: String, version: String },
+    /// Publish a new immutable version.
+    Create {
+        agent: String,
+        /// Upstream URL (http://host:port); repeat for several.
+        #[arg(long = "upstream", required = true)]
+        upstreams: Vec<String>,
+        /// Config document: JSON text, or @FILE.
+        #[arg(long)]
+        config: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Mint a token for one agent in one environment; the secret is shown once.
+    Create {
+        agent: String,
+        environment: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// RFC 3339 time, e.g. 2030-01-01T00:00:00Z.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List the tokens of an environment (never their secrets).
+    List { agent: String, environment: String },
+    /// Revoke a token; it stops working for the next request.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum AdminTokenCmd {
+    /// Mint a named admin token with a role; the secret is shown once.
+    Create {
+        name: String,
+        /// viewer (every read), deployer (reads and moves), admin (everything).
+        #[arg(long)]
+        role: String,
+    },
+    /// List the admin tokens (never their secrets).
+    List,
+    /// Revoke an admin token; it stops working for the next call on every node.
+    Revoke { id: String },
+}
+
+impl ClientCmd {
+    fn opts(&self) -> &ClientOpts {
+        match self {
+            Self::Agents { c, .. }
+            | Self::Versions { c, .. }
+            | Self::Deploy { c, .. }
+            | Self::Promote { c, .. }
+            | Self::Rollback { c, .. }
+            | Self::Undeploy { c, .. }
+            | Self::Status { c, .. }
+            | Self::History { c, .. }
+            | Self::Diff { c, .. }
+            | Self::Token { c, .. }
+            | Self::Stop { c, .. }
+            | Self::Start { c, .. }
+            | Self::Environments { c }
+            | Self::AdminToken { c, .. }
+            | Self::Whoami { c } => c,
+        }
+    }
+}
+
+/// Runs one client subcommand against the admin API.
+pub fn run(cmd: ClientCmd) -> Result<()> {
+    let c = cmd.opts().clone();
+    let api = AdminClient {
+        base: c.admin.clone(),
+        token: admin_token(c.admin_token.clone(), &c.admin_token_file),
+        on_behalf_of: c
+            .on_behalf_of
+            .clone()
+            .or_else(|| std::env::var("USER").ok()),
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(dispatch(cmd, &c, &api))
+}
+
+async fn dispatch(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Result<()> {
+    use ClientCmd as C;
+    match cmd {
+        C::Environments { .. }
+        | C::Agents { .. }
+        | C::Versions { .. }
+        | C::Diff { .. }
+        | C::Stop { .. }
+        | C::Start { .. } => catalog::run(cmd, c, api).await,
+        C::Deploy { .. }
+        | C::Promote { .. }
+        | C::Rollback { .. }
+        | C::Undeploy { .. }
+        | C::Status { .. }
+        | C::History { .. } => moves::run(cmd, c, api).await,
+        C::Token { .. } | C::AdminToken { .. } | C::Whoami { .. } => tokens::run(cmd, c, api).await,
+    }
+}
