@@ -178,6 +178,11 @@ pub struct ProxyConfig {
     pub request_buffer_bytes: usize,
     /// Request fields with `_` in their name that are dropped before forwarding.
     pub underscore_fields: UnderscoreFields,
+    /// Whether the client is a proxy whose forwarding fields are believed: `false`
+    /// (default) replaces the client's `x-forwarded-*` and `forwarded` with this
+    /// hop's view; `true` appends this hop to `x-forwarded-for` and `forwarded` and
+    /// keeps the client's `x-forwarded-proto` and `x-forwarded-host`.
+    pub trust_forwarded: bool,
 }
 
 impl Default for ProxyConfig {
@@ -185,6 +190,7 @@ impl Default for ProxyConfig {
         Self {
             request_buffer_bytes: 64 * 1024,
             underscore_fields: UnderscoreFields::default(),
+            trust_forwarded: false,
         }
     }
 }

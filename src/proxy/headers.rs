@@ -248,6 +248,44 @@ pub fn is_lookalike(name: &str) -> bool {
     LOOKALIKE_TARGETS.iter().any(|t| folded(t)) || folded("x-switchyard-version")
 }
 
+/// This hop's element of a `forwarded` field (RFC 7239 §4): `for`, `proto` and, when
+/// known, `host`; an IPv6 address and the host are quoted.
+pub fn forwarded_element(
+    for_ip: &HeaderValue,
+    proto: &HeaderValue,
+    host: Option<&HeaderValue>,
+) -> Option<HeaderValue> {
+    let ip = for_ip.to_str().ok()?;
+    let mut s = if ip.contains(':') {
+        format!("for=\"[{ip}]\"")
+    } else {
+        format!("for={ip}")
+    };
+    s.push_str(";proto=");
+    s.push_str(proto.to_str().ok()?);
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+        // a valid host has no quote or backslash to escape
+        s.push_str(";host=\"");
+        s.push_str(h);
+        s.push('"');
+    }
+    HeaderValue::from_str(&s).ok()
+}
+
+/// Replaces every `name` field with one value: the client's values, then `hop`, as
+/// one comma-separated list.
+pub fn append_hop(headers: &mut HeaderMap, name: &HeaderName, hop: &HeaderValue) {
+    let mut joined: Vec<u8> = Vec::new();
+    for v in headers.get_all(name) {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(hop.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(name, v);
+    }
+}
+
 /// Removes the fields with `_` in their name that `mode` drops; returns how many.
 pub fn drop_underscored(headers: &mut HeaderMap, mode: UnderscoreFields) -> usize {
     let doomed: Vec<HeaderName> = headers
@@ -442,5 +480,30 @@ mod tests {
         assert!(h.contains_key("x_custom") && h.contains_key("x-kept"));
         assert_eq!(drop_underscored(&mut h, UnderscoreFields::DropAll), 1);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_elements_and_hops() {
+        let ip4 = HeaderValue::from_static("10.0.0.1");
+        let ip6 = HeaderValue::from_static("::1");
+        let http = HeaderValue::from_static("http");
+        let host = HeaderValue::from_static("api.example:8080");
+        assert_eq!(
+            forwarded_element(&ip4, &http, Some(&host)).unwrap(),
+            "for=10.0.0.1;proto=http;host=\"api.example:8080\""
+        );
+        assert_eq!(
+            forwarded_element(&ip6, &http, None).unwrap(),
+            "for=\"[::1]\";proto=http"
+        );
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        append_hop(&mut h, &HeaderName::from_static("x-forwarded-for"), &ip4);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+        let mut empty = HeaderMap::new();
+        append_hop(&mut empty, &header::FORWARDED, &ip4);
+        assert_eq!(empty["forwarded"], "10.0.0.1");
     }
 }

@@ -376,11 +376,22 @@ impl Proxy {
         h.reserve(10); // what we add below, in one growth
         h.remove(AUTHORIZATION);
         // `host` is set to the upstream's when the request is sent
-        fields.set(h, SET_FORWARDED_FOR, conn.forwarded_for.clone());
-        fields.set(h, SET_FORWARDED_PROTO, conn.proto.clone());
-        match forwarded_host {
-            Some(v) => fields.set(h, SET_FORWARDED_HOST, v),
-            None => fields.unset(h, SET_FORWARDED_HOST),
+        if self.config.trust_forwarded {
+            fields.append_hop(h, conn, forwarded_host);
+        } else {
+            if fields.forwarded {
+                // the client's `forwarded` is replaced like its x-forwarded-* (rare)
+                match forwarded_element(&conn.forwarded_for, &conn.proto, forwarded_host.as_ref()) {
+                    Some(v) => h.insert(http::header::FORWARDED, v),
+                    None => h.remove(http::header::FORWARDED),
+                };
+            }
+            fields.set(h, SET_FORWARDED_FOR, conn.forwarded_for.clone());
+            fields.set(h, SET_FORWARDED_PROTO, conn.proto.clone());
+            match forwarded_host {
+                Some(v) => fields.set(h, SET_FORWARDED_HOST, v),
+                None => fields.unset(h, SET_FORWARDED_HOST),
+            }
         }
         fields.set(h, SET_REQUEST_ID, request_id.clone());
         fields.set(h, SET_AGENT, agent_header);
@@ -389,18 +400,13 @@ impl Proxy {
 
         let upstream = if websocket {
             // boxed: the rare path must not grow every request's future
-            Box::pin(self.websocket(conn, req, target, trace)).await
+            Box::pin(self.websocket(conn, req, &route, target, trace)).await
         } else {
             self.send(req, &route, target, trace).await
         };
-        let upstream = upstream.map_err(|(e, kind)| {
-            // connect failures are counted where they happen; a client's own body
-            // failing is not the upstream's error
-            if kind != UpstreamErrorKind::Connect && !e.is_client_side() {
-                route.metrics.upstream_error(kind);
-            }
-            e
-        })?;
+        // upstream failures were counted where they happened, once each; a client's
+        // own body failing is not the upstream's error and was not counted
+        let upstream = upstream.map_err(|(e, _)| e)?;
         route.metrics.first_byte.record(trace.started.elapsed());
 
         let (mut parts, body) = upstream.into_parts();
@@ -468,7 +474,10 @@ impl Proxy {
                                 };
                                 break;
                             }
-                            Err(_) => return Err((ProxyError::UpstreamTimeout, K::Timeout)),
+                            Err(_) => {
+                                route.metrics.upstream_error(K::Timeout);
+                                return Err((ProxyError::UpstreamTimeout, K::Timeout));
+                            }
                         }
                     }
                 };
@@ -488,12 +497,20 @@ impl Proxy {
                         }
                         None => {
                             let (err, kind) = classify_upstream_error(e.error());
-                            tracing::warn!(upstream.addr = %ep.addr, error.kind = kind.as_str(), error.detail = %error_chain(e.error()), "upstream call failed");
+                            if err.is_client_side() {
+                                // the client's body broke mid-stream: its error, not the
+                                // upstream's (the upstream connection is discarded)
+                                tracing::debug!(upstream.addr = %ep.addr, error.code = err.parts().1, error.detail = %error_chain(e.error()), "client body failed while streaming");
+                            } else {
+                                tracing::warn!(upstream.addr = %ep.addr, error.kind = kind.as_str(), error.detail = %error_chain(e.error()), "upstream call failed");
+                                route.metrics.upstream_error(kind);
+                            }
                             return Err((err, kind));
                         }
                     },
                     Err(SendFailure::TimedOut) => {
                         tracing::warn!(upstream.addr = %ep.addr, error.kind = "timeout", "upstream did not answer in time");
+                        route.metrics.upstream_error(K::Timeout);
                         return Err((ProxyError::UpstreamTimeout, K::Timeout));
                     }
                 }
@@ -523,10 +540,15 @@ impl Proxy {
         &self,
         info: &ConnInfo,
         mut req: Request<Incoming>,
+        route: &Route,
         target: &Target,
         trace: &mut Trace,
     ) -> Result<Response<PooledBody>, (ProxyError, UpstreamErrorKind)> {
         use UpstreamErrorKind as K;
+        let fail = |e: ProxyError, k: K| {
+            route.metrics.upstream_error(k);
+            Err((e, k))
+        };
         let client_upgrade = hyper::upgrade::on(&mut req);
         let ep = &target.endpoints[target.first_endpoint()];
         trace.upstream = Some(Arc::clone(&ep.addr));
@@ -536,15 +558,17 @@ impl Proxy {
         {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                tracing::warn!(upstream.addr = %ep.addr, error.detail = %e, "websocket upstream refused");
-                return Err((ProxyError::UpstreamUnavailable, K::Reset));
+                tracing::warn!(upstream.addr = %ep.addr, error.kind = "connect", error.detail = %e, "websocket upstream refused");
+                return fail(ProxyError::UpstreamUnavailable, K::Connect);
             }
-            Err(_) => return Err((ProxyError::UpstreamTimeout, K::Timeout)),
+            Err(_) => return fail(ProxyError::UpstreamTimeout, K::Connect),
         };
         let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| (ProxyError::UpstreamUnavailable, K::Protocol))?;
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+        else {
+            return fail(ProxyError::UpstreamUnavailable, K::Protocol);
+        };
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
@@ -559,8 +583,8 @@ impl Proxy {
         let mut resp =
             match tokio::time::timeout(self.limits.upstream_response_timeout(), send).await {
                 Ok(Ok(r)) => r,
-                Ok(Err(_)) => return Err((ProxyError::UpstreamUnavailable, K::Reset)),
-                Err(_) => return Err((ProxyError::UpstreamTimeout, K::Timeout)),
+                Ok(Err(_)) => return fail(ProxyError::UpstreamUnavailable, K::Reset),
+                Err(_) => return fail(ProxyError::UpstreamTimeout, K::Timeout),
             };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -617,6 +641,8 @@ pub struct Fields {
     hop: u8,
     /// Some field name has an `_` in it ([`drop_underscored`] is due).
     underscored: bool,
+    /// The client sent a `forwarded` field.
+    forwarded: bool,
     /// Which of the fields the gateway sets ([`SET`]) the client sent too: those are
     /// replaced, the others only added (cheaper).
     sent: u8,
@@ -648,6 +674,8 @@ impl Fields {
                 } else if i == SET_ENVIRONMENT {
                     f.environment.get_or_insert_with(|| v.clone());
                 }
+            } else if *k == http::header::FORWARDED {
+                f.forwarded = true;
             } else {
                 f.hop |= hop_by_hop_bit(k);
                 f.underscored |= k.as_str().as_bytes().contains(&b'_');
@@ -662,6 +690,25 @@ impl Fields {
             h.insert(&SET[i], v);
         } else {
             h.append(&SET[i], v);
+        }
+    }
+
+    /// `[proxy] trust_forwarded`: this hop appended to the client's `x-forwarded-for`
+    /// and `forwarded`; the client's `x-forwarded-proto` and `-host` kept when sent.
+    fn append_hop(&self, h: &mut HeaderMap, conn: &ConnInfo, host: Option<HeaderValue>) {
+        append_hop(h, &SET[SET_FORWARDED_FOR], &conn.forwarded_for);
+        if self.forwarded {
+            if let Some(e) = forwarded_element(&conn.forwarded_for, &conn.proto, host.as_ref()) {
+                append_hop(h, &http::header::FORWARDED, &e);
+            }
+        }
+        if self.sent & (1 << SET_FORWARDED_PROTO) == 0 {
+            h.append(&SET[SET_FORWARDED_PROTO], conn.proto.clone());
+        }
+        if self.sent & (1 << SET_FORWARDED_HOST) == 0 {
+            if let Some(v) = host {
+                h.append(&SET[SET_FORWARDED_HOST], v);
+            }
         }
     }
 
