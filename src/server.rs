@@ -474,20 +474,31 @@ async fn serve_client(
         }
     });
     let send_timeout = side.limits.send_timeout();
+    // detection and the TLS handshake obey the stop signal: a connection that has not
+    // said which protocol it speaks holds nothing worth draining
+    let mut on_stop = stop.clone();
     match tls {
         None => {
-            let h2 = match tokio::time::timeout(head_timeout, is_h2_preface(&stream)).await {
-                Ok(Ok(h2)) => h2,
-                _ => return,
+            let detect = tokio::time::timeout(head_timeout, detect_h2(stream));
+            let (h2, stream) = tokio::select! {
+                r = detect => match r {
+                    Ok(Ok(x)) => x,
+                    _ => return,
+                },
+                _ = stopped(&mut on_stop) => return,
             };
             let io = TokioIo::new(SendTimeout::new(stream, send_timeout));
             serve_io(io, h2, service, &side.limits, stop, &resets, admitted).await
         }
         Some(acceptor) => {
             let stream = SendTimeout::new(stream, send_timeout);
-            let Ok(Ok(s)) = tokio::time::timeout(head_timeout, acceptor.accept(stream)).await
-            else {
-                return;
+            let handshake = tokio::time::timeout(head_timeout, acceptor.accept(stream));
+            let s = tokio::select! {
+                r = handshake => match r {
+                    Ok(Ok(s)) => s,
+                    _ => return,
+                },
+                _ = stopped(&mut on_stop) => return,
             };
             let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = TokioIo::new(s);
@@ -509,19 +520,96 @@ async fn serve_client(
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Peeks at the first bytes: the HTTP/2 preface, or anything else (HTTP/1.1).
-async fn is_h2_preface(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+/// Tells HTTP/2 prior knowledge (the connection preface) from anything else (HTTP/1.1).
+/// The first bytes are peeked; only when they are a strict prefix of the preface are
+/// they read, with the rest, waiting on the socket rather than peeking again — those
+/// bytes are then handed back to the protocol through [`Prefixed`].
+async fn detect_h2(
+    mut stream: tokio::net::TcpStream,
+) -> std::io::Result<(bool, Prefixed<tokio::net::TcpStream>)> {
+    use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 24];
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            return Ok(false);
+    let n = stream.peek(&mut buf).await?;
+    if n == 0 || buf[..n] != H2_PREFACE[..n] {
+        return Ok((false, Prefixed::new(stream, None)));
+    }
+    if n == H2_PREFACE.len() {
+        return Ok((true, Prefixed::new(stream, None)));
+    }
+    let mut got = Vec::with_capacity(H2_PREFACE.len());
+    while got.len() < H2_PREFACE.len() {
+        // never more than the preface's remaining bytes: nothing after it is taken
+        let want = H2_PREFACE.len() - got.len();
+        let n = stream.read(&mut buf[..want]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        if n == H2_PREFACE.len() {
-            return Ok(true);
+        got.extend_from_slice(&buf[..n]);
+        if got[..] != H2_PREFACE[..got.len()] {
+            return Ok((false, Prefixed::new(stream, Some(got.into()))));
         }
-        // a prefix of the preface so far: give the rest a moment to arrive
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok((true, Prefixed::new(stream, Some(got.into()))))
+}
+
+/// A stream whose first reads return bytes already taken from it (during protocol
+/// detection). One branch per read otherwise.
+struct Prefixed<T> {
+    prefix: Option<bytes::Bytes>,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    fn new(inner: T, prefix: Option<bytes::Bytes>) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(p) = self.prefix.as_mut() {
+            let n = p.len().min(buf.remaining());
+            buf.put_slice(&p.split_to(n));
+            if p.is_empty() {
+                self.prefix = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

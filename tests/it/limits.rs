@@ -260,3 +260,70 @@ async fn clients_that_stop_reading_are_cut_off() {
     })
     .await;
 }
+
+/// A connection still in its TLS handshake, or part-way through the HTTP/2 preface,
+/// obeys the stop signal: the gateway stops at once instead of waiting for the head
+/// timeout (60 s here); a partial preface followed by HTTP/1.1 is still served as
+/// HTTP/1.1, and one completed later as HTTP/2.
+#[tokio::test]
+async fn connections_before_their_protocol_obey_the_stop_signal() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let acceptor =
+        switchyard::server::tls_acceptor_from(vec![cert.cert.der().clone()], key).unwrap();
+    let g = TestGateway::builder()
+        .tls(acceptor)
+        .limits(|l| {
+            l.header_read_timeout_ms = 60_000;
+            l.drain_timeout_ms = 30_000;
+        })
+        .start()
+        .await;
+    let up = echo_upstream("v1").await;
+    g.agent_with_versions("bot", &[up]).await;
+    g.deploy("bot", "staging", "v1").await;
+
+    // "PRI * HTTP" then an HTTP/1.1 request that merely starts alike: still HTTP/1.1
+    // (and the bytes read during detection are not lost)
+    let mut s = TcpStream::connect(g.client).await.unwrap();
+    s.write_all(b"PRI").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"X / HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 4"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // the preface in two pieces, then an empty SETTINGS frame: the gateway answers
+    // with its own SETTINGS frame (HTTP/2)
+    let mut s = TcpStream::connect(g.client).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"\r\nSM\r\n\r\n").await.unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        n >= 9 && buf[3] == 4,
+        "not an HTTP/2 SETTINGS frame: {:?}",
+        &buf[..n]
+    );
+    drop(s);
+
+    // the connections that hold the stop: a TLS connection that never says hello, and
+    // a cleartext one stuck in the middle of the preface
+    let _tls = TcpStream::connect(g.tls.unwrap()).await.unwrap();
+    let mut partial = TcpStream::connect(g.client).await.unwrap();
+    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    g.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stop waited {:?} for connections that had not begun",
+        started.elapsed()
+    );
+}
