@@ -22,7 +22,15 @@ trap 'rm -rf "$new"' EXIT
 for t in token_header config routing_ops admin_api; do
     mkdir -p "$new/$t" "corpus/$t"
     echo "== $t ($arg)"
+    # the fuzzer's own exit status decides, read before any filter runs (a pipe into
+    # `grep … || true` would hide it)
+    status=0
     cargo fuzz run -s none --target-dir "$target_dir" "$t" "$new/$t" "corpus/$t" -- \
-        "$arg" -print_final_stats=1 2>&1 | grep -E '^(Done|stat::number_of_executed_units|==[0-9]+==|SUMMARY)|panicked|Crash' || true
-    [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz target $t failed"; exit 1; }
+        "$arg" -print_final_stats=1 > "$new/$t.log" 2>&1 || status=$?
+    grep -E '^(Done|stat::number_of_executed_units|==[0-9]+==|SUMMARY)|panicked|Crash' "$new/$t.log" || true
+    if [ "$status" -ne 0 ]; then
+        echo "fuzz target $t failed (exit $status); the end of its output:"
+        tail -n 40 "$new/$t.log"
+        exit 1
+    fi
 done

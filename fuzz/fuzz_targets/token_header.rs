@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use switchyard::domain::names::{AgentName, EnvName};
 use switchyard::domain::token::{hash_token, TokenRecord};
 use switchyard::domain::Change;
-use switchyard::proxy::bearer;
+use switchyard::envelope::bearer;
 use switchyard::routing::{AuthError, RoutingTable};
 
 const KNOWN: &[u8] = b"swy_known-token-0123456789";

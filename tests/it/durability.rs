@@ -177,3 +177,88 @@ async fn every_acknowledged_write_survives_sigkill() {
         }
     }
 }
+
+/// SIGKILL keeps the page cache, so the test above passes without any fsync. This one
+/// watches the system calls: every admin write answered 201 must be preceded, since
+/// the answer before it, by an fsync or fdatasync of the SQLite database or its WAL.
+/// (Fails with `synchronous=OFF`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_write_was_synced_before_its_answer() {
+    let has_strace = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_strace {
+        assert!(
+            std::env::var("CI").is_err(),
+            "strace is required in CI (.ci/run installs it)"
+        );
+        skipped(
+            "durability::every_acknowledged_write_was_synced_before_its_answer",
+            "no strace (apt-get install strace)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("strace.out");
+    let trace_arg = trace.to_str().unwrap().to_owned();
+    let wrapper = [
+        "strace",
+        "-f",
+        "-qq",
+        "-y",
+        "-s",
+        "24",
+        "-e",
+        "trace=fsync,fdatasync,write,writev,sendto,sendmsg",
+        "-o",
+        &trace_arg,
+    ];
+    let mut b = Binary::start_wrapped(dir.path(), "", "info", &wrapper).await;
+    const WRITES: usize = 20;
+    for i in 0..WRITES {
+        let (s, body) = b
+            .admin_call(
+                Method::POST,
+                "/v1/agents",
+                Some(json!({ "name": format!("synced-{i}") })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 201, "{body}");
+    }
+    // the child is strace: stop the gateway it traces, and strace ends with it
+    let pid = b.child.id();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let gateway = children.split_whitespace().next().expect("strace's child");
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", gateway])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    b.wait_exit(20).await;
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut synced = false;
+    let mut acks = 0;
+    for line in text.lines() {
+        let call = line
+            .split_once(' ')
+            .map_or(line, |(_, rest)| rest.trim_start());
+        if (call.starts_with("fdatasync(") || call.starts_with("fsync("))
+            && (call.contains(".db>") || call.contains(".db-wal>"))
+        {
+            synced = true;
+        } else if call.contains("HTTP/1.1 201") {
+            assert!(
+                synced,
+                "answer {} went out with no sync of the database since the answer before:\n{line}",
+                acks + 1
+            );
+            synced = false;
+            acks += 1;
+        }
+    }
+    assert_eq!(acks, WRITES, "every 201 was seen in the trace");
+}

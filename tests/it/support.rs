@@ -502,6 +502,17 @@ impl Binary {
 
     /// As [`Binary::start`], with `[log] level` set to `level` (a tracing filter).
     pub async fn start_logging(dir: &std::path::Path, extra_config: &str, level: &str) -> Binary {
+        Self::start_wrapped(dir, extra_config, level, &[]).await
+    }
+
+    /// As [`Binary::start_logging`], run under `wrapper` (a command and its arguments,
+    /// such as strace) when it is not empty.
+    pub async fn start_wrapped(
+        dir: &std::path::Path,
+        extra_config: &str,
+        level: &str,
+        wrapper: &[&str],
+    ) -> Binary {
         use std::io::BufRead;
         let cfg = dir.join("test.toml");
         std::fs::write(
@@ -512,7 +523,16 @@ impl Binary {
             ),
         )
         .expect("write config");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        let bin = env!("CARGO_BIN_EXE_switchyard");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => std::process::Command::new(bin),
+        };
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&cfg)
             .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
