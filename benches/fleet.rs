@@ -1,10 +1,11 @@
-//! Fleet figures: three gateway nodes on one PostgreSQL, 1,000 moves made through node
-//! A; for each, the time from A's 200 until nodes B and C route to the new version
-//! (read from their routing tables, polled every 50 µs). Also the admin move latency
-//! on PostgreSQL and, for comparison, on the embedded SQLite store.
+//! Fleet figures: `NODES` gateway nodes (3 by default; one worker thread each) on one
+//! PostgreSQL, `MOVES` moves (1,000 by default) made through node A; for each, the
+//! time from A's 200 until every other node routes to the new version (read from
+//! their routing tables, polled every 50 µs). Also the admin move latency on
+//! PostgreSQL and, for comparison, on the embedded SQLite store.
 //!
 //! Run: `SWITCHYARD_BENCH_POSTGRES_URL=postgres://user@127.0.0.1:PORT/postgres \
-//!       cargo bench --bench fleet` (`MOVES=1000` by default).
+//!       NODES=20 MOVES=300 cargo bench --bench fleet`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use bytes::Bytes;
@@ -32,6 +33,7 @@ struct Node {
 async fn start(store_url: &str) -> Node {
     let mut config = Config {
         store: store_url.to_owned(),
+        workers: 1,
         ..Config::default()
     };
     config.log.access_log = false;
@@ -185,15 +187,29 @@ fn main() {
         client.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).await.unwrap();
         client.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
         let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+        let nodes: usize = std::env::var("NODES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3)
+            .max(2);
         let a = start(&url).await;
-        let b = start(&url).await;
-        let c = start(&url).await;
+        let mut others = Vec::new();
+        for _ in 1..nodes {
+            others.push(start(&url).await);
+        }
         seed(&a).await;
-        let (admin_pg, seen) = moves(&a, &[&b, &c], n).await;
-        println!("3 nodes on one PostgreSQL, {n} moves through node A (times from A's 200):");
-        summary("propagation to node B", seen[0].clone());
-        summary("propagation to node C", seen[1].clone());
-        summary("propagation, both (all samples)", seen.concat());
+        let followers: Vec<&Node> = others.iter().collect();
+        let (admin_pg, seen) = moves(&a, &followers, n).await;
+        println!("{nodes} nodes on one PostgreSQL, {n} moves through node A (times from A's 200):");
+        for (k, s) in seen.iter().enumerate().take(2) {
+            summary(&format!("propagation to node {}", k + 2), s.clone());
+        }
+        summary("propagation, every node (all samples)", seen.concat());
+        // the slowest node per move: when the move has reached the whole fleet
+        let last: Vec<f64> = (0..n)
+            .map(|i| seen.iter().map(|s| s[i]).fold(0.0, f64::max))
+            .collect();
+        summary("propagation to the last node", last);
         summary("admin move latency, PostgreSQL", admin_pg);
 
         let dir = tempfile::tempdir().unwrap();

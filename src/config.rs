@@ -43,6 +43,7 @@ pub struct Config {
     pub environments: Vec<EnvironmentConfig>,
     pub limits: Limits,
     pub proxy: ProxyConfig,
+    pub fleet: FleetConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub demo: DemoConfig,
@@ -67,6 +68,7 @@ impl Default for Config {
                 .collect(),
             limits: Limits::default(),
             proxy: ProxyConfig::default(),
+            fleet: FleetConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             demo: DemoConfig::default(),
@@ -165,6 +167,29 @@ impl Limits {
     /// Over-limit connections that may be waiting for their 503 at once.
     pub fn reject_slots(&self) -> usize {
         self.max_connections / 8 + 16
+    }
+}
+
+/// A fleet on one PostgreSQL: how long the change feed keeps its events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// Change events older than this are pruned (seconds, at least 1). A node
+    /// stopped or cut off for longer reloads the whole state when it comes back.
+    pub feed_retention_s: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            feed_retention_s: 86_400,
+        }
+    }
+}
+
+impl FleetConfig {
+    pub fn feed_retention(&self) -> Duration {
+        Duration::from_secs(self.feed_retention_s)
     }
 }
 
@@ -341,6 +366,7 @@ impl Config {
             ("limits.max_body_bytes", l.max_body_bytes),
             ("limits.body_read_timeout_ms", l.body_read_timeout_ms),
             ("limits.send_timeout_ms", l.send_timeout_ms),
+            ("fleet.feed_retention_s", self.fleet.feed_retention_s),
         ] {
             if v == 0 {
                 return Err(err(name, "must be greater than 0"));

@@ -33,6 +33,7 @@ pub const STREAMS: &str = "switchyard_streams_in_flight";
 pub const CONNECTIONS: &str = "switchyard_client_connections";
 pub const OVERLOAD: &str = "switchyard_overload_rejections_total";
 pub const MOVES: &str = "switchyard_pointer_moves_total";
+pub const APPLY_LAG: &str = "switchyard_store_apply_lag_seconds";
 pub const DEPLOYMENT_INFO: &str = "switchyard_deployment_info";
 pub const REVISION: &str = "switchyard_control_plane_revision";
 pub const BUILD_INFO: &str = "switchyard_build_info";
@@ -116,6 +117,8 @@ pub struct Metrics {
     pub moves: [Counter; 4],
     /// Requests and connections refused at a limit, by limit (see [`OVERLOAD_LIMITS`]).
     pub overload: [Counter; 2],
+    /// From a change's commit (on any node) to its apply on this one, through the feed.
+    pub apply_lag: Histogram,
     /// What is open right now; counted whether metrics are on or not (the limits read
     /// it), rendered at scrape time.
     pub load: Load,
@@ -186,6 +189,7 @@ impl Metrics {
             auth_failures: std::array::from_fn(|_| Counter::noop()),
             moves: std::array::from_fn(|_| Counter::noop()),
             overload: std::array::from_fn(|_| Counter::noop()),
+            apply_lag: Histogram::noop(),
             load: Load::default(),
         }
     }
@@ -196,6 +200,7 @@ impl Metrics {
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(UPSTREAM_FIRST_BYTE.into()), &BUCKETS)
             })
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(APPLY_LAG.into()), &BUCKETS))
             .map(|b| b.build_recorder());
         let Ok(recorder) = recorder else {
             tracing::error!("metrics recorder could not be built; metrics are off");
@@ -251,6 +256,12 @@ impl Metrics {
             None,
             "Pointer moves applied on this node, by action.",
         );
+        describe(
+            'h',
+            APPLY_LAG,
+            Some(Unit::Seconds),
+            "Time from a change's commit on any node to its apply on this one through the change feed (node clocks).",
+        );
         let handle = recorder.handle();
         let counter = |name: &'static str, l: &[(&'static str, &str)]| {
             recorder.register_counter(&Key::from_parts(name, labels(l)), &META)
@@ -258,10 +269,12 @@ impl Metrics {
         let auth_failures = AUTH_REASONS.map(|r| counter(AUTH_FAILURES, &[("reason", r)]));
         let moves = Action::ALL.map(|a| counter(MOVES, &[("action", a.as_str())]));
         let overload = OVERLOAD_LIMITS.map(|l| counter(OVERLOAD, &[("limit", l)]));
+        let apply_lag = recorder.register_histogram(&Key::from_static_name(APPLY_LAG), &META);
         Self {
             auth_failures,
             moves,
             overload,
+            apply_lag,
             load: Load::default(),
             handle: Some(handle),
             recorder: Some(recorder),

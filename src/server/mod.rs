@@ -176,6 +176,7 @@ pub async fn run(
         }
     });
 
+    let retention = config.fleet.feed_retention();
     let load = async {
         // a store that is away at start is waited for: /readyz says 503 meanwhile
         let mut wait = Duration::from_millis(100);
@@ -202,11 +203,11 @@ pub async fn run(
             "state loaded; ready"
         );
         let follower = store.fleet_url().map(|url| {
-            tokio::spawn(crate::fleet::follow(
-                store.clone(),
-                Arc::clone(&table),
-                url.to_owned(),
-            ))
+            let follow = crate::fleet::follow(store.clone(), Arc::clone(&table), url.to_owned());
+            let prune = crate::fleet::prune(store.clone(), retention);
+            tokio::spawn(async move {
+                tokio::join!(follow, prune);
+            })
         });
         Ok::<_, Error>(follower)
     };

@@ -4,7 +4,7 @@
 //! with the domain's rules, and only then writes. An error leaves nothing behind (the
 //! backend rolls the transaction back).
 
-use super::{Applied, Command, EventKey, Outcome, Result, Snapshot, Tx};
+use super::{Applied, Command, EventKey, FeedRead, Outcome, Result, Snapshot, Tx};
 use crate::domain::moves::{check_guard, next_pointer, plan_rollback};
 use crate::domain::names::version_label;
 use crate::domain::{
@@ -414,10 +414,15 @@ pub const EVENT_BATCH: u32 = 10_000;
 
 /// Resolves the events after `after` into changes carrying the current state of each
 /// changed key, and the revision of the last event read (or `after`).
-pub fn changes_since(tx: &mut dyn Tx, p: &Pipeline, after: u64) -> Result<(Vec<Change>, u64)> {
+pub fn changes_since(tx: &mut dyn Tx, p: &Pipeline, after: u64) -> Result<FeedRead> {
+    let floor = tx.feed_floor()?;
+    if after < floor {
+        return Ok(FeedRead::Pruned { floor });
+    }
     let events = tx.events_since(after, EVENT_BATCH)?;
     let mut last = after;
     let mut changes = Vec::with_capacity(events.len());
+    let committed_at = events.iter().map(|e| e.at).collect();
     for e in events {
         last = last.max(e.revision);
         match e.key {
@@ -444,5 +449,9 @@ pub fn changes_since(tx: &mut dyn Tx, p: &Pipeline, after: u64) -> Result<(Vec<C
             }
         }
     }
-    Ok((changes, last))
+    Ok(FeedRead::Changes {
+        changes,
+        last,
+        committed_at,
+    })
 }

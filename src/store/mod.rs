@@ -163,9 +163,10 @@ pub trait Tx {
     fn admin_tokens(&mut self) -> Result<Vec<AdminTokenRecord>>;
     fn revoke_admin_token(&mut self, id: &str, at: Millis) -> Result<()>;
 
-    /// Records what a committed command changed, for other nodes to pick up (and
-    /// tells them). A single-node backend has no one to tell.
-    fn record_changes(&mut self, _revision: u64, _changes: &[Change]) -> Result<()> {
+    /// Records what a committed command changed, at `at` (the writer's clock), for
+    /// other nodes to pick up (and tells them). A single-node backend has no one to
+    /// tell.
+    fn record_changes(&mut self, _revision: u64, _changes: &[Change], _at: Millis) -> Result<()> {
         Ok(())
     }
 
@@ -173,6 +174,31 @@ pub trait Tx {
     fn events_since(&mut self, _revision: u64, _limit: u32) -> Result<Vec<Event>> {
         Ok(Vec::new())
     }
+
+    /// The highest revision pruned from the change feed: a node whose cursor is below
+    /// it cannot catch up from the feed and must reload the whole state.
+    fn feed_floor(&mut self) -> Result<u64> {
+        Ok(0)
+    }
+
+    /// Drops the change events committed before `before`; returns the new floor.
+    fn prune_feed(&mut self, _before: Millis) -> Result<u64> {
+        Ok(0)
+    }
+}
+
+/// What reading the change feed after a cursor gives.
+#[derive(Debug, Clone)]
+pub enum FeedRead {
+    /// The changes after the cursor (the current state of each changed key), the
+    /// revision they bring the reader to, and the commit time of each event read.
+    Changes {
+        changes: Vec<Change>,
+        last: u64,
+        committed_at: Vec<Millis>,
+    },
+    /// The cursor is below the feed's floor: the events it needs were pruned.
+    Pruned { floor: u64 },
 }
 
 /// One entry of the change feed: what changed at a revision (the current state is
@@ -181,6 +207,8 @@ pub trait Tx {
 pub struct Event {
     pub revision: u64,
     pub key: EventKey,
+    /// When it was committed (the writing node's clock), ms.
+    pub at: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,18 +323,28 @@ impl Store {
     /// Validates and commits one command.
     pub async fn execute(&self, cmd: Command) -> Result<Applied> {
         self.blocking(true, move |tx, p| {
-            let applied = engine::execute(tx, p, cmd.clone(), crate::domain::now_ms())?;
-            tx.record_changes(applied.revision, &applied.changes)?;
+            let now = crate::domain::now_ms();
+            let applied = engine::execute(tx, p, cmd.clone(), now)?;
+            tx.record_changes(applied.revision, &applied.changes, now)?;
             Ok(applied)
         })
         .await
     }
 
     /// What changed after `revision`, as changes for the routing table (the current
-    /// state of each changed key), and the revision they bring the table to.
-    pub async fn changes_since(&self, revision: u64) -> Result<(Vec<Change>, u64)> {
+    /// state of each changed key), or that the feed no longer reaches back that far.
+    pub async fn changes_since(&self, revision: u64) -> Result<FeedRead> {
         self.blocking(false, move |tx, p| engine::changes_since(tx, p, revision))
             .await
+    }
+
+    /// Drops change events older than `retention`; returns the feed's floor.
+    pub async fn prune_feed(&self, retention: std::time::Duration) -> Result<u64> {
+        let keep = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        self.blocking(true, move |tx, _| {
+            tx.prune_feed(crate::domain::now_ms().saturating_sub(keep))
+        })
+        .await
     }
 
     /// Every route and token, for loading the routing table.

@@ -103,6 +103,7 @@ CREATE TABLE IF NOT EXISTS admin_tokens (
     revoked_at  BIGINT
 );
 ALTER TABLE history ADD COLUMN IF NOT EXISTS on_behalf_of TEXT;
+
 CREATE TABLE IF NOT EXISTS events (
     revision    BIGINT NOT NULL,
     seq         INT NOT NULL,
@@ -112,11 +113,13 @@ CREATE TABLE IF NOT EXISTS events (
     token_id    TEXT,
     PRIMARY KEY (revision, seq)
 );
+ALTER TABLE events ADD COLUMN IF NOT EXISTS committed_at BIGINT NOT NULL DEFAULT 0;
+INSERT INTO meta (key, value) VALUES ('feed_floor', 0) ON CONFLICT (key) DO NOTHING;
 "#;
 
 fn pg(e: tokio_postgres::Error) -> Error {
-    if e.as_db_error().is_some() {
-        Error::Backend(e.to_string())
+    if let Some(db) = e.as_db_error() {
+        Error::Backend(db.to_string())
     } else {
         Error::Unavailable(e.to_string())
     }
@@ -737,7 +740,7 @@ impl Tx for PgTx<'_> {
         rows.iter().map(token_from).collect()
     }
 
-    fn record_changes(&mut self, revision: u64, changes: &[Change]) -> Result<()> {
+    fn record_changes(&mut self, revision: u64, changes: &[Change], at: Millis) -> Result<()> {
         for (seq, c) in changes.iter().enumerate() {
             let seq = seq as i32;
             let rev = revision as i64;
@@ -745,12 +748,12 @@ impl Tx for PgTx<'_> {
                 Change::Route {
                     agent, environment, ..
                 } => self.exec(
-                    "INSERT INTO events (revision, seq, kind, agent, environment) VALUES ($1, $2, 'route', $3, $4)",
-                    &[&rev, &seq, &agent.as_str(), &environment.as_str()],
+                    "INSERT INTO events (revision, seq, kind, agent, environment, committed_at) VALUES ($1, $2, 'route', $3, $4, $5)",
+                    &[&rev, &seq, &agent.as_str(), &environment.as_str(), &at],
                 )?,
                 Change::Token(t) => self.exec(
-                    "INSERT INTO events (revision, seq, kind, token_id) VALUES ($1, $2, 'token', $3)",
-                    &[&rev, &seq, &t.id],
+                    "INSERT INTO events (revision, seq, kind, token_id, committed_at) VALUES ($1, $2, 'token', $3, $4)",
+                    &[&rev, &seq, &t.id, &at],
                 )?,
             };
         }
@@ -766,7 +769,7 @@ impl Tx for PgTx<'_> {
     fn events_since(&mut self, revision: u64, limit: u32) -> Result<Vec<Event>> {
         let rows = self.rows(
             // whole revisions only: a batch never ends in the middle of one
-            "SELECT revision, kind, agent, environment, token_id FROM events
+            "SELECT revision, kind, agent, environment, token_id, committed_at FROM events
              WHERE revision IN (SELECT DISTINCT revision FROM events WHERE revision > $1
                                 ORDER BY revision LIMIT $2)
              ORDER BY revision, seq",
@@ -786,9 +789,37 @@ impl Tx for PgTx<'_> {
                 Ok(Event {
                     revision: get::<i64>(r, 0)? as u64,
                     key,
+                    at: get(r, 5)?,
                 })
             })
             .collect()
+    }
+
+    fn feed_floor(&mut self) -> Result<u64> {
+        let r = self
+            .opt("SELECT value FROM meta WHERE key = 'feed_floor'", &[])?
+            .map(|r| get::<i64>(&r, 0))
+            .transpose()?;
+        Ok(r.unwrap_or(0).max(0) as u64)
+    }
+
+    fn prune_feed(&mut self, before: Millis) -> Result<u64> {
+        // a prefix of the feed only (revisions commit in order): every event up to the
+        // newest one committed before the cutoff
+        let r = self.opt(
+            "WITH gone AS (
+                 DELETE FROM events WHERE revision <=
+                     (SELECT max(revision) FROM events WHERE committed_at < $1)
+                 RETURNING revision)
+             UPDATE meta SET value = GREATEST(value, (SELECT max(revision) FROM gone))
+             WHERE key = 'feed_floor' AND EXISTS (SELECT 1 FROM gone)
+             RETURNING value",
+            &[&before],
+        )?;
+        match r {
+            Some(r) => Ok(get::<i64>(&r, 0)?.max(0) as u64),
+            None => self.feed_floor(),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use switchyard::domain::{
     AgentName, Change, DomainError, EnvName, MoveKind, MoveRequest, Pipeline, VersionRef,
     VersionSpec, VersionState,
 };
-use switchyard::store::{Command, Error, Outcome, Store};
+use switchyard::store::{Command, Error, FeedRead, Outcome, Store};
 
 /// The stores under test: a SQLite file always, PostgreSQL when configured.
 async fn stores(test: &str) -> Vec<(&'static str, Store, Option<String>, tempfile::TempDir)> {
@@ -391,15 +391,43 @@ async fn tokens_snapshot_and_change_feed() {
             "{name}"
         );
 
-        let (changes, last) = s.changes_since(start).await.unwrap();
+        let feed = |r: FeedRead| match r {
+            FeedRead::Changes {
+                changes,
+                last,
+                committed_at,
+            } => (changes, last, committed_at),
+            FeedRead::Pruned { floor } => panic!("{name}: pruned at {floor}"),
+        };
+        let (changes, last, committed_at) = feed(s.changes_since(start).await.unwrap());
         if url.is_some() {
             assert_eq!(last, snap.revision, "{name}: the feed reaches the head");
             assert!(changes.iter().any(|c| matches!(c, Change::Route { .. })));
             assert!(changes
                 .iter()
                 .any(|c| matches!(c, Change::Token(t) if t.revoked_at.is_some())));
-            let (none, same) = s.changes_since(last).await.unwrap();
+            let now = switchyard::domain::now_ms();
+            assert!(
+                !committed_at.is_empty()
+                    && committed_at
+                        .iter()
+                        .all(|&at| at > now - 60_000 && at <= now),
+                "{name}: commit times {committed_at:?}"
+            );
+            let (none, same, _) = feed(s.changes_since(last).await.unwrap());
             assert!(none.is_empty() && same == last);
+            // pruned: a cursor below the floor is told so; one at the head is not
+            let floor = s.prune_feed(std::time::Duration::ZERO).await.unwrap();
+            assert!(floor >= last - 1 && floor <= last, "{name}: floor {floor}");
+            assert!(
+                matches!(
+                    s.changes_since(start).await.unwrap(),
+                    FeedRead::Pruned { .. }
+                ),
+                "{name}"
+            );
+            let (none, _, _) = feed(s.changes_since(floor).await.unwrap());
+            assert!(none.is_empty(), "{name}");
         } else {
             assert!(changes.is_empty(), "a single-node store has no feed");
         }

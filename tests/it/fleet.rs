@@ -275,3 +275,91 @@ async fn nodes_starting_together_share_one_schema() {
         assert_eq!(n.get_admin("/v1/agents/bot").await.0, 200);
     }
 }
+
+/// A node stopped for longer than the change feed's retention (here 1 s) finds the
+/// events it missed pruned: it reloads the whole state and routes by it. The apply
+/// lag of what it applies through the feed is observed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_feed_retention_reloads_the_whole_state() {
+    let _pg = PG_LOCK.read().await;
+    let Some(url) = postgres_db("fleet::a_node_behind_the_feed_retention_reloads").await else {
+        return;
+    };
+    let a = TestGateway::builder()
+        .store(&with_app(&url, "switchyard-a"))
+        .config(|c| c.fleet.feed_retention_s = 1)
+        .start()
+        .await;
+    let (v1, v2) = (echo_upstream("v1").await, echo_upstream("v2").await);
+    a.agent_with_versions("bot", &[v1, v2]).await;
+    a.deploy("bot", "staging", "v1").await;
+    let (token, _) = a.token("bot", "staging").await;
+    let auth = bearer(&token);
+    let dir = tempfile::tempdir().unwrap();
+    let b = Binary::start(
+        dir.path(),
+        &format!(
+            "store = \"{}\"\n[fleet]\nfeed_retention_s = 1\n",
+            with_app(&url, "switchyard-b")
+        ),
+    )
+    .await;
+    let served_by_b = || async {
+        let r = get(
+            &format!("http://{}/", b.client),
+            &[("authorization", &auth)],
+        )
+        .await;
+        (
+            r.status.as_u16(),
+            r.json()["version"].as_str().map(str::to_owned),
+        )
+    };
+    assert_eq!(served_by_b().await, (200, Some("v1".into())));
+    a.deploy("bot", "staging", "v2").await;
+    eventually("B follows the feed to v2", || async {
+        served_by_b().await == (200, Some("v2".into()))
+    })
+    .await;
+    let lag = get(&format!("http://{}/metrics", b.admin), &[])
+        .await
+        .text();
+    assert!(
+        lag.lines().any(
+            |l| l.starts_with("switchyard_store_apply_lag_seconds_count") && !l.ends_with(" 0")
+        ),
+        "{lag}"
+    );
+
+    // B stops; A moves on; the feed is pruned past what B has seen
+    b.signal("STOP");
+    a.deploy("bot", "staging", "v1").await;
+    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let head: i64 = db
+        .query_one("SELECT max(revision) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    eventually("A prunes the feed past B's cursor", || async {
+        let floor: i64 = db
+            .query_one("SELECT value FROM meta WHERE key = 'feed_floor'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        floor >= head
+    })
+    .await;
+    b.signal("CONT");
+    eventually("B reloads and serves v1", || async {
+        served_by_b().await == (200, Some("v1".into()))
+    })
+    .await;
+    assert!(
+        b.log_text().contains("fell behind the change feed"),
+        "{}",
+        b.log_text()
+    );
+}

@@ -44,6 +44,11 @@ impl GatewayBuilder {
         self
     }
 
+    pub fn config(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
     pub fn proxy(mut self, f: impl FnOnce(&mut switchyard::config::ProxyConfig)) -> Self {
         f(&mut self.config.proxy);
         self
@@ -515,11 +520,19 @@ impl Binary {
     ) -> Binary {
         use std::io::BufRead;
         let cfg = dir.join("test.toml");
+        // a `store = …` line in the extra config wins over the SQLite file in `dir`
+        let store = if extra_config.lines().any(|l| l.starts_with("store =")) {
+            String::new()
+        } else {
+            format!(
+                "store = \"sqlite://{}\"\n",
+                dir.join("switchyard.db").display()
+            )
+        };
         std::fs::write(
             &cfg,
             format!(
-                "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstore = \"sqlite://{}\"\n{extra_config}\n[log]\nformat = \"json\"\nlevel = \"{level}\"\n",
-                dir.join("switchyard.db").display()
+                "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{store}{extra_config}\n[log]\nformat = \"json\"\nlevel = \"{level}\"\n"
             ),
         )
         .expect("write config");
