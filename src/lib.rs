@@ -20,4 +20,3 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 mod timer;
-pub mod upstream;

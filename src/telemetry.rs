@@ -20,7 +20,6 @@ use metrics_exporter_prometheus::{
 };
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 pub const REQUESTS: &str = "switchyard_requests_total";
@@ -401,9 +400,6 @@ pub fn init_logging(cfg: &LogConfig) {
         LogFormat::Human => builder.try_init(),
     };
 }
-
-/// A shared, possibly disabled, metrics set.
-pub type SharedMetrics = Arc<Metrics>;
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 //! stored only as its SHA-256. The bootstrap token is configuration, not a record: an
 //! `admin` named `bootstrap` that every node holds and the API cannot revoke.
 
-use super::token::{hash_token, TokenHash};
+use super::token::{mint_with, Minted, TokenHash};
 use super::{ser_opt_time, ser_time, DomainError, Millis};
 use serde::Serialize;
 
@@ -78,25 +78,9 @@ pub struct AdminTokenRecord {
     pub hash: TokenHash,
 }
 
-/// A freshly minted admin token: its id, the secret (shown once) and its hash.
-pub struct MintedAdmin {
-    pub id: String,
-    pub secret: String,
-    pub hash: TokenHash,
-}
-
 /// Mints an admin token from the operating system's random source.
-pub fn mint_admin() -> Result<MintedAdmin, getrandom::Error> {
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret)?;
-    let mut id = [0u8; 8];
-    getrandom::fill(&mut id)?;
-    let secret = format!("{ADMIN_TOKEN_PREFIX}{}", hex::encode(secret));
-    Ok(MintedAdmin {
-        id: format!("adm_{}", hex::encode(id)),
-        hash: hash_token(secret.as_bytes()),
-        secret,
-    })
+pub fn mint_admin() -> Result<Minted, getrandom::Error> {
+    mint_with(ADMIN_TOKEN_PREFIX, "adm_")
 }
 
 /// Checks a new admin token's name: 1–64 characters of `[A-Za-z0-9._@-]`, and not the
@@ -142,8 +126,8 @@ mod tests {
     #[test]
     fn admin_tokens_are_prefixed_and_names_checked() {
         let m = mint_admin().unwrap();
-        assert!(m.secret.starts_with(ADMIN_TOKEN_PREFIX));
-        assert_eq!(m.hash, hash_token(m.secret.as_bytes()));
+        assert!(m.secret.starts_with(ADMIN_TOKEN_PREFIX) && m.id.starts_with("adm_"));
+        assert_eq!(m.hash, super::super::token::hash_token(m.secret.as_bytes()));
         assert!(check_admin_name("ci-deployer@team.x").is_ok());
         for bad in ["", "bootstrap", "a b", "x/y", &"n".repeat(65)] {
             assert!(check_admin_name(bad).is_err(), "{bad}");

@@ -25,15 +25,20 @@ pub struct Minted {
     pub hash: TokenHash,
 }
 
-/// Mints a token from the operating system's random source.
+/// Mints a deployment token from the operating system's random source.
 pub fn mint() -> Result<Minted, getrandom::Error> {
+    mint_with(TOKEN_PREFIX, "tok_")
+}
+
+/// Mints a secret `prefix` + 64 hex digits and an id `id_prefix` + 16 hex digits.
+pub fn mint_with(prefix: &str, id_prefix: &str) -> Result<Minted, getrandom::Error> {
     let mut secret = [0u8; TOKEN_BYTES];
     getrandom::fill(&mut secret)?;
     let mut id = [0u8; 8];
     getrandom::fill(&mut id)?;
-    let secret = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+    let secret = format!("{prefix}{}", hex::encode(secret));
     Ok(Minted {
-        id: format!("tok_{}", hex::encode(id)),
+        id: format!("{id_prefix}{}", hex::encode(id)),
         hash: hash_token(secret.as_bytes()),
         secret,
     })

@@ -78,7 +78,7 @@ impl ClientBody {
     /// Reads the body whole when it is at most `max` bytes; otherwise reads a little
     /// over `max` and leaves the rest to be streamed. An error here means nothing was
     /// sent anywhere.
-    pub async fn buffer(&mut self, max: usize) -> Result<(), crate::upstream::BoxError> {
+    pub async fn buffer(&mut self, max: usize) -> Result<(), super::upstream::BoxError> {
         let Some(inner) = &self.inner else {
             return Ok(());
         };
@@ -126,7 +126,7 @@ impl ClientBody {
     fn poll_client(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, crate::upstream::BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, super::upstream::BoxError>>> {
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -167,7 +167,7 @@ impl ClientBody {
 
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = crate::upstream::BoxError;
+    type Error = super::upstream::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

@@ -60,8 +60,14 @@ pub fn hop_by_hop_bits(headers: &HeaderMap) -> u8 {
 
 /// The bit of one field name in [`hop_by_hop_bits`] (0 for an end-to-end field).
 pub fn hop_by_hop_bit(name: &HeaderName) -> u8 {
+    hop_by_hop_bit_of_len(name, name.as_str().len())
+}
+
+/// [`hop_by_hop_bit`] for a name whose length is known.
+#[inline]
+pub fn hop_by_hop_bit_of_len(name: &HeaderName, len: usize) -> u8 {
     // the length rules out most names at once
-    match name.as_str().len() {
+    match len {
         2 | 7 | 10 | 16 | 17 | 19 => HOP_BY_HOP
             .iter()
             .position(|h| h == name)
@@ -150,21 +156,47 @@ pub fn valid_host(v: &[u8]) -> bool {
     host_ok && port_ok
 }
 
-/// `*( unreserved / pct-encoded / sub-delims )` (RFC 3986 §3.2.2).
+/// Bytes allowed as-is in a reg-name: unreserved and sub-delims (RFC 3986 §2.2, §2.3).
+static REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        c += 1;
+    }
+    t
+};
+
+/// `*( unreserved / pct-encoded / sub-delims )` (RFC 3986 §3.2.2): one table lookup
+/// per byte.
 fn reg_name(v: &[u8]) -> bool {
     let mut i = 0;
     while i < v.len() {
-        match v[i] {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {}
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
-            b'%' => {
-                let hex = |j: usize| v.get(j).is_some_and(u8::is_ascii_hexdigit);
-                if !(hex(i + 1) && hex(i + 2)) {
-                    return false;
-                }
-                i += 2;
+        let c = v[i];
+        if !REG_NAME[c as usize] {
+            let hex = |j: usize| v.get(j).is_some_and(u8::is_ascii_hexdigit);
+            if c != b'%' || !(hex(i + 1) && hex(i + 2)) {
+                return false;
             }
-            _ => return false,
+            i += 2;
         }
         i += 1;
     }
@@ -214,7 +246,7 @@ fn is_tchar(c: u8) -> bool {
 /// Fields a request must not carry under a name with `_` for `-`: a server that folds
 /// `_` into `-` (CGI-style stacks) would read them as framing, hop-by-hop, credential
 /// or forwarding fields the gateway controls.
-static LOOKALIKE_TARGETS: [&str; 18] = [
+const LOOKALIKE_TARGETS: [&str; 18] = [
     "content-length",
     "transfer-encoding",
     "host",
@@ -234,6 +266,18 @@ static LOOKALIKE_TARGETS: [&str; 18] = [
     "x-switchyard-agent",
     "x-switchyard-environment",
 ];
+
+/// The lengths of [`LOOKALIKE_TARGETS`] and `x-switchyard-version`, one bit each: a
+/// name of another length needs no scan for `_` when only look-alikes are dropped.
+pub const LOOKALIKE_LENGTHS: u32 = {
+    let mut m = 1u32 << 20; // x-switchyard-version
+    let mut i = 0;
+    while i < LOOKALIKE_TARGETS.len() {
+        m |= 1 << LOOKALIKE_TARGETS[i].len();
+        i += 1;
+    }
+    m
+};
 
 /// Whether a field name, with `_` read as `-`, is one the gateway controls (or
 /// `x-switchyard-version`, which the upstream reads to know what it serves).
@@ -448,6 +492,12 @@ mod tests {
 
     #[test]
     fn underscore_lookalikes() {
+        for t in LOOKALIKE_TARGETS.iter().chain(&["x-switchyard-version"]) {
+            assert!(
+                t.len() < 32 && LOOKALIKE_LENGTHS & (1 << t.len()) != 0,
+                "{t}"
+            );
+        }
         for l in [
             "transfer_encoding",
             "content_length",

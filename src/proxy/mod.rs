@@ -3,8 +3,10 @@
 //!
 //! Per request: one SHA-256 of the token, one `DashMap` read (token → slot), one
 //! `ArcSwap` load (slot → route), a round-robin pick, header edits in place, and the
-//! upstream call through hyper-util's pooled client. No lock is held across an
-//! `.await`; nothing grows with the number of agents, versions or tokens.
+//! upstream call on a connection of the worker's own pool ([`upstream`]: hyper's
+//! client connections, driven inside the request's task). No lock is held across an
+//! `.await`; nothing grows with the number of agents, versions or tokens. A request
+//! body up to `[proxy] request_buffer_bytes` is read whole first ([`body`]).
 //!
 //! Knows nothing of SQL or of the admin API; reads only the routing table.
 
@@ -12,13 +14,13 @@ pub mod access;
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod upstream;
 
-use crate::config::{Limits, ProxyConfig};
+use crate::config::{Limits, ProxyConfig, UnderscoreFields};
 use crate::domain::token::hash_token;
 use crate::envelope::{bearer, error_json, request_id_of};
 use crate::routing::{Route, RoutingTable, Slot, Target};
 use crate::telemetry::{Metrics, UpstreamErrorKind, AUTH_REASONS};
-use crate::upstream::{BoxError, ConnectError, PooledBody, SendFailure};
 use access::{AccessLog, Entry};
 use body::{BodyBroken, BodyTimeout, BodyTooLarge, ClientBody};
 use bytes::Bytes;
@@ -33,6 +35,7 @@ use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
+use upstream::{BoxError, ConnectError, PooledBody, SendFailure, UpstreamPool};
 
 /// What the client receives: the upstream's body streamed, or a gateway answer.
 pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
@@ -203,7 +206,10 @@ impl Proxy {
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<MeteredBody> {
         let metrics = self.table.metrics();
         let (open, admitted) = OpenRequest::open(metrics, self.limits.max_in_flight);
-        let fields = Fields::of(&req);
+        let fields = Fields::of(
+            &req,
+            self.config.underscore_fields == UnderscoreFields::DropAll,
+        );
         let request_id = request_id_of(fields.request_id.as_ref());
         let mut trace = Trace {
             started: Instant::now(),
@@ -453,14 +459,17 @@ impl Proxy {
         for i in 0..n {
             let ep = &target.endpoints[(first + i) % n];
             trace.upstream = Some(Arc::clone(&ep.addr));
-            req.headers_mut().insert(HOST, ep.pool.host.clone());
+            let Some(pool) = ep.handle.downcast_ref::<UpstreamPool>() else {
+                return Err(foreign_endpoint(ep));
+            };
+            req.headers_mut().insert(HOST, pool.host.clone());
             loop {
-                let (mut up, fresh) = match ep.pool.checkout() {
+                let (mut up, fresh) = match pool.checkout() {
                     Some(s) => (s, false),
                     None => {
                         // boxed: opening connections is rare with a warm pool
                         let connect =
-                            Box::pin(ep.pool.connect(self.limits.upstream_connect_timeout()));
+                            Box::pin(pool.connect(self.limits.upstream_connect_timeout()));
                         match tokio::time::timeout_at(deadline.into(), connect).await {
                             Ok(Ok(s)) => (s, true),
                             Ok(Err(e)) => {
@@ -483,7 +492,9 @@ impl Proxy {
                 };
                 match up.send(req, deadline.into()).await {
                     Ok(resp) => {
-                        let pool = Arc::clone(&ep.pool);
+                        let Ok(pool) = Arc::clone(&ep.handle).downcast::<UpstreamPool>() else {
+                            return Err(foreign_endpoint(ep));
+                        };
                         return Ok(resp.map(|b| PooledBody::new(b, up, pool)));
                     }
                     Err(SendFailure::Failed(mut e)) => match e.take_message() {
@@ -578,7 +589,10 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(pq);
-        req.headers_mut().insert(HOST, ep.pool.host.clone());
+        let Some(pool) = ep.handle.downcast_ref::<UpstreamPool>() else {
+            return Err(foreign_endpoint(ep));
+        };
+        req.headers_mut().insert(HOST, pool.host.clone());
         let send = sender.send_request(req);
         let mut resp =
             match tokio::time::timeout(self.limits.upstream_response_timeout(), send).await {
@@ -652,7 +666,10 @@ pub struct Fields {
 }
 
 impl Fields {
-    pub fn of<B>(req: &Request<B>) -> Self {
+    /// One pass over the fields; `every_underscore` looks for `_` in every name (for
+    /// `underscore_fields = "drop_all"`), otherwise only in names as long as a
+    /// look-alike of a field the gateway controls.
+    pub fn of<B>(req: &Request<B>, every_underscore: bool) -> Self {
         let mut f = Fields {
             head_size: req.uri().path_and_query().map_or(1, |p| p.as_str().len()),
             ..Fields::default()
@@ -674,11 +691,17 @@ impl Fields {
                 } else if i == SET_ENVIRONMENT {
                     f.environment.get_or_insert_with(|| v.clone());
                 }
-            } else if *k == http::header::FORWARDED {
-                f.forwarded = true;
             } else {
-                f.hop |= hop_by_hop_bit(k);
-                f.underscored |= k.as_str().as_bytes().contains(&b'_');
+                let name = k.as_str();
+                let len = name.len();
+                if len == 9 {
+                    f.forwarded |= *k == http::header::FORWARDED;
+                } else {
+                    f.hop |= hop_by_hop_bit_of_len(k, len);
+                }
+                if every_underscore || LOOKALIKE_LENGTHS & (1u32 << len.min(31)) != 0 {
+                    f.underscored |= name.as_bytes().contains(&b'_');
+                }
             }
         }
         f
@@ -744,6 +767,13 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+/// An endpoint whose handle is not one of the proxy's pools: the routing table was
+/// built without the proxy's [`upstream::Pools`] (a wiring error, never input).
+fn foreign_endpoint(ep: &crate::routing::Endpoint) -> (ProxyError, UpstreamErrorKind) {
+    tracing::error!(upstream.addr = %ep.addr, "the routing table has no connection pool for this endpoint");
+    (ProxyError::UpstreamUnavailable, UpstreamErrorKind::Connect)
 }
 
 /// The client-side failure somewhere in an error's chain, if there is one: the
@@ -830,7 +860,7 @@ mod tests {
             .header("content-length", "5")
             .body(())
             .unwrap();
-        let f = Fields::of(&req);
+        let f = Fields::of(&req, false);
         let fields = 1 + 2 + 4 + 1 + 2 * (13 + 9) + 12 + 2 + 17 + 7 + 14 + 1;
         assert_eq!(f.head_size, 6 + fields + 7 * 4);
         assert_eq!(f.authorizations, 2);

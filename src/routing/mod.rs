@@ -10,26 +10,51 @@
 //! listener. Routes carry the store revision they were built at; a slot only ever moves
 //! forward in revision, so two racing writers cannot leave an older route in place.
 //!
-//! This module knows nothing of HTTP servers or SQL.
+//! This module knows no HTTP server or client, no connection pool and no SQL: an
+//! endpoint's connection pool is an opaque handle that the proxy made
+//! ([`Endpoints`]) and reads back; from the `http` crate it takes only `HeaderValue`,
+//! for the header values built once per route.
 
 use crate::domain::{
     now_ms, AgentName, Change, EnvName, Millis, TokenHash, TokenRecord, Version, VersionState,
 };
 use crate::telemetry::{Metrics, RouteMetrics};
-use crate::upstream::{Pools, UpstreamPool};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use http::HeaderValue;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// One upstream endpoint of a version, parsed once when the route is built.
+/// What the data plane keeps for one upstream address — the proxy's connection pool —
+/// opaque to the table: the proxy made it and the proxy reads it back.
+pub type EndpointHandle = Arc<dyn std::any::Any + Send + Sync>;
+
+/// Turns a version's upstream URL into its address and handle when a route is built.
+/// The same address gives the same handle, so routes naming it share it.
+pub trait Endpoints: Send + Sync + std::fmt::Debug {
+    /// `host:port` and the handle of `url`; None for a URL the data plane cannot use.
+    fn endpoint(&self, url: &str) -> Option<(Arc<str>, EndpointHandle)>;
+}
+
+/// Endpoints for a table that never forwards (tests, tools): the address alone.
+#[derive(Debug, Default)]
+pub struct NoEndpoints;
+
+impl Endpoints for NoEndpoints {
+    fn endpoint(&self, url: &str) -> Option<(Arc<str>, EndpointHandle)> {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let addr = rest.split('/').next().unwrap_or(rest);
+        Some((Arc::from(addr), Arc::new(())))
+    }
+}
+
+/// One upstream endpoint of a version, resolved once when the route is built.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     /// `host:port`, for logs.
     pub addr: Arc<str>,
-    /// The keep-alive connections to this address (shared by every route naming it).
-    pub pool: Arc<UpstreamPool>,
+    /// What the data plane keeps for this address (see [`Endpoints`]).
+    pub handle: EndpointHandle,
 }
 
 /// The version a slot routes to, with everything the proxy needs pre-built.
@@ -45,17 +70,13 @@ pub struct Target {
 }
 
 impl Target {
-    fn from_version(v: &Version, pools: &Pools) -> Self {
+    fn from_version(v: &Version, endpoints: &dyn Endpoints) -> Self {
         let endpoints = v
             .upstreams
             .iter()
             .filter_map(|u| {
-                let uri: http::Uri = u.parse().ok()?;
-                let authority = uri.authority()?.clone();
-                Some(Endpoint {
-                    addr: Arc::from(authority.as_str()),
-                    pool: pools.get(&authority),
-                })
+                let (addr, handle) = endpoints.endpoint(u)?;
+                Some(Endpoint { addr, handle })
             })
             .collect();
         let label = v.label();
@@ -203,7 +224,7 @@ pub enum AuthError {
 #[derive(Debug)]
 pub struct RoutingTable {
     metrics: Arc<Metrics>,
-    pools: Pools,
+    endpoints: Arc<dyn Endpoints>,
     slots: DashMap<String, Arc<Slot>>,
     tokens: DigestMap<TokenEntry>,
     /// Highest store revision applied.
@@ -224,14 +245,15 @@ impl RoutingTable {
     }
 
     pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
-        Self::with(metrics, Pools::default())
+        Self::with(metrics, Arc::new(NoEndpoints))
     }
 
-    /// A table whose routes record into `metrics` and connect through `pools`.
-    pub fn with(metrics: Arc<Metrics>, pools: Pools) -> Self {
+    /// A table whose routes record into `metrics` and reach their upstreams through
+    /// the handles `endpoints` gives.
+    pub fn with(metrics: Arc<Metrics>, endpoints: Arc<dyn Endpoints>) -> Self {
         Self {
             metrics,
-            pools,
+            endpoints,
             slots: DashMap::new(),
             tokens: DigestMap::default(),
             revision: AtomicU64::new(0),
@@ -251,11 +273,6 @@ impl RoutingTable {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// The upstream connection pools the routes use.
-    pub fn pools(&self) -> &Pools {
-        &self.pools
     }
 
     /// Authenticates a token hash and returns its slot. The caller loads the route.
@@ -315,7 +332,7 @@ impl RoutingTable {
                     revision: *revision,
                     target: version
                         .as_ref()
-                        .map(|v| Target::from_version(v, &self.pools)),
+                        .map(|v| Target::from_version(v, self.endpoints.as_ref())),
                     metrics,
                 });
                 self.note_revision(*revision);
@@ -367,11 +384,6 @@ impl RoutingTable {
             .collect();
         out.sort();
         out
-    }
-
-    /// Every slot, for status pages and metrics. Not for the request path.
-    pub fn slots(&self) -> Vec<Arc<Slot>> {
-        self.slots.iter().map(|s| Arc::clone(s.value())).collect()
     }
 }
 

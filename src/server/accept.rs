@@ -1,6 +1,7 @@
 //! Client workers: each accepts on its clones of the listeners, admits a connection
 //! under the connection limit (or answers it 503), and serves it on its own thread.
 
+use crate::proxy::upstream::Pools;
 use crate::proxy::{ConnInfo, Proxy};
 use crate::routing::RoutingTable;
 use hyper::service::service_fn;
@@ -14,7 +15,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::conn::{serve_io, CancelGuard, ResetWatch, SendTimeout};
-use super::detect::detect_h2;
+use super::detect::{detect_h2, Prefixed};
 use super::shutdown::stopped;
 
 /// What every client worker shares.
@@ -24,8 +25,10 @@ pub(super) struct ClientSide {
     pub(super) conns: Arc<Semaphore>,
     /// Over-limit connections being answered 503 at once.
     pub(super) rejects: Arc<Semaphore>,
-    /// The routing table: its metrics and its upstream pools.
+    /// The routing table (and its metrics).
     pub(super) table: Arc<RoutingTable>,
+    /// The upstream connection pools, swept by each worker.
+    pub(super) pools: Arc<Pools>,
 }
 
 /// How often a worker drops the idle upstream connections their upstream closed.
@@ -62,7 +65,7 @@ pub(super) async fn worker(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            side.table.pools().sweep();
+            side.pools.sweep();
         }
     };
     let mut on_stop = stop.clone();
@@ -167,16 +170,29 @@ pub(super) async fn serve_client(
     let mut on_stop = stop.clone();
     match tls {
         None => {
-            let detect = tokio::time::timeout(head_timeout, detect_h2(stream));
-            let (h2, stream) = tokio::select! {
+            let mut stream = stream;
+            let detect = tokio::time::timeout(head_timeout, detect_h2(&mut stream));
+            let (h2, taken) = tokio::select! {
                 r = detect => match r {
                     Ok(Ok(x)) => x,
                     _ => return,
                 },
                 _ = stopped(&mut on_stop) => return,
             };
-            let io = TokioIo::new(SendTimeout::new(stream, send_timeout));
-            serve_io(io, h2, service, &side.limits, stop, &resets, admitted).await
+            match taken {
+                None => {
+                    let io = TokioIo::new(SendTimeout::new(stream, send_timeout));
+                    serve_io(io, h2, service, &side.limits, stop, &resets, admitted).await
+                }
+                // rare (a preface that arrived in pieces): boxed, so it does not grow
+                // every connection's task
+                Some(prefix) => {
+                    let stream = Prefixed::new(stream, Some(prefix));
+                    let io = TokioIo::new(SendTimeout::new(stream, send_timeout));
+                    let serve = serve_io(io, h2, service, &side.limits, stop, &resets, admitted);
+                    Box::pin(serve).await
+                }
+            }
         }
         Some(acceptor) => {
             let stream = SendTimeout::new(stream, send_timeout);

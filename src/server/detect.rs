@@ -9,18 +9,18 @@ pub(super) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Tells HTTP/2 prior knowledge (the connection preface) from anything else (HTTP/1.1).
 /// The first bytes are peeked; only when they are a strict prefix of the preface are
 /// they read, with the rest, waiting on the socket rather than peeking again — those
-/// bytes are then handed back to the protocol through [`Prefixed`].
+/// bytes are returned, for the protocol to read first through [`Prefixed`].
 pub(super) async fn detect_h2(
-    mut stream: tokio::net::TcpStream,
-) -> std::io::Result<(bool, Prefixed<tokio::net::TcpStream>)> {
+    stream: &mut tokio::net::TcpStream,
+) -> std::io::Result<(bool, Option<bytes::Bytes>)> {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 24];
     let n = stream.peek(&mut buf).await?;
     if n == 0 || buf[..n] != H2_PREFACE[..n] {
-        return Ok((false, Prefixed::new(stream, None)));
+        return Ok((false, None));
     }
     if n == H2_PREFACE.len() {
-        return Ok((true, Prefixed::new(stream, None)));
+        return Ok((true, None));
     }
     let mut got = Vec::with_capacity(H2_PREFACE.len());
     while got.len() < H2_PREFACE.len() {
@@ -32,21 +32,22 @@ pub(super) async fn detect_h2(
         }
         got.extend_from_slice(&buf[..n]);
         if got[..] != H2_PREFACE[..got.len()] {
-            return Ok((false, Prefixed::new(stream, Some(got.into()))));
+            return Ok((false, Some(got.into())));
         }
     }
-    Ok((true, Prefixed::new(stream, Some(got.into()))))
+    Ok((true, Some(got.into())))
 }
 
 /// A stream whose first reads return bytes already taken from it (during protocol
-/// detection). One branch per read otherwise.
+/// detection). Only a connection whose first bytes were a strict prefix of the
+/// preface is wrapped; every other one is served on its socket directly.
 pub(super) struct Prefixed<T> {
     prefix: Option<bytes::Bytes>,
     inner: T,
 }
 
 impl<T> Prefixed<T> {
-    fn new(inner: T, prefix: Option<bytes::Bytes>) -> Self {
+    pub(super) fn new(inner: T, prefix: Option<bytes::Bytes>) -> Self {
         Self { prefix, inner }
     }
 }

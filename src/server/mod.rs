@@ -19,11 +19,11 @@ mod shutdown;
 
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::proxy::upstream::{set_worker, Pools};
 use crate::proxy::{access, Proxy};
 use crate::routing::RoutingTable;
 use crate::store::Store;
 use crate::telemetry::Metrics;
-use crate::upstream::{set_worker, Pools};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -61,6 +61,8 @@ pub struct Gateway {
     pub config: Config,
     pub store: Store,
     pub table: Arc<RoutingTable>,
+    /// The upstream connection pools the table's endpoints are handles of.
+    pub pools: Arc<Pools>,
     pub admin_token: String,
 }
 
@@ -71,9 +73,13 @@ impl Gateway {
         } else {
             Metrics::disabled()
         });
-        let pools = Pools::new(config.worker_count(), config.limits.upstream_idle_per_host);
+        let pools = Arc::new(Pools::new(
+            config.worker_count(),
+            config.limits.upstream_idle_per_host,
+        ));
         Self {
-            table: Arc::new(RoutingTable::with(metrics, pools)),
+            table: Arc::new(RoutingTable::with(metrics, Arc::clone(&pools) as _)),
+            pools,
             config,
             store,
             admin_token,
@@ -145,6 +151,7 @@ pub async fn run(
         config,
         store,
         table,
+        pools,
         admin_token,
     } = gw;
     let ready = Arc::new(AtomicBool::new(false));
@@ -226,6 +233,7 @@ pub async fn run(
         conns: Arc::new(Semaphore::new(config.limits.max_connections)),
         rejects: Arc::new(Semaphore::new(config.limits.reject_slots())),
         table: Arc::clone(&table),
+        pools,
     });
     let mut finished = Vec::new();
     let serving = async {

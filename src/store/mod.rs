@@ -1,7 +1,8 @@
 //! The durable record: agents, versions, pointers, history and tokens.
 //!
-//! One [`Store`] with pluggable backends ([`sqlite`] today). A backend only supplies
-//! transactions ([`Tx`]: plain reads and writes of rows); the rules live once, in
+//! One [`Store`] with two backends, [`sqlite`] (embedded) and [`postgres`] (a fleet).
+//! A backend only supplies transactions ([`Tx`]: plain reads and writes of rows); the
+//! rules live once, in
 //! [`engine`], which validates each command against the state read *inside* the
 //! transaction, bumps the store revision, writes the change together with its history
 //! row, and returns the [`Change`]s for the routing table. The caller applies those

@@ -417,6 +417,22 @@ impl SqliteTx<'_> {
         }
         Ok(out)
     }
+
+    /// The row a query finds, converted; None when it finds none.
+    fn one<T, R>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<R>,
+        convert: impl Fn(R) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let found = self
+            .tx
+            .prepare_cached(sql)
+            .and_then(|mut s| s.query_row(params, row).optional())
+            .map_err(backend)?;
+        found.map(convert).transpose()
+    }
 }
 
 impl Tx for SqliteTx<'_> {
@@ -706,12 +722,7 @@ impl Tx for SqliteTx<'_> {
 
     fn token(&mut self, id: &str) -> Result<Option<TokenRecord>> {
         let sql = format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1");
-        let row = self
-            .tx
-            .prepare_cached(&sql)
-            .and_then(|mut s| s.query_row([id], token_row).optional())
-            .map_err(backend)?;
-        row.map(token_from).transpose()
+        self.one(&sql, [id], token_row, token_from)
     }
 
     fn revoke_token(&mut self, id: &str, at: Millis) -> Result<()> {
@@ -744,22 +755,12 @@ impl Tx for SqliteTx<'_> {
 
     fn admin_token(&mut self, id: &str) -> Result<Option<AdminTokenRecord>> {
         let sql = format!("SELECT {ADMIN_TOKEN_COLS} FROM admin_tokens WHERE id = ?1");
-        let row = self
-            .tx
-            .prepare_cached(&sql)
-            .and_then(|mut s| s.query_row([id], admin_token_row).optional())
-            .map_err(backend)?;
-        row.map(admin_token_from).transpose()
+        self.one(&sql, [id], admin_token_row, admin_token_from)
     }
 
     fn admin_token_by_hash(&mut self, hash: &TokenHash) -> Result<Option<AdminTokenRecord>> {
         let sql = format!("SELECT {ADMIN_TOKEN_COLS} FROM admin_tokens WHERE hash = ?1");
-        let row = self
-            .tx
-            .prepare_cached(&sql)
-            .and_then(|mut s| s.query_row([&hash[..]], admin_token_row).optional())
-            .map_err(backend)?;
-        row.map(admin_token_from).transpose()
+        self.one(&sql, [&hash[..]], admin_token_row, admin_token_from)
     }
 
     fn admin_tokens(&mut self) -> Result<Vec<AdminTokenRecord>> {

@@ -78,34 +78,9 @@ async fn a_commit_is_applied_even_when_the_admin_client_leaves_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let b = Binary::start(dir.path(), "").await;
     let (v1, v2) = (echo_upstream("v1").await, echo_upstream("v2").await);
-    b.admin_call(Method::POST, "/v1/agents", Some(json!({"name": "bot"})))
-        .await
-        .unwrap();
-    for up in [v1, v2] {
-        b.admin_call(
-            Method::POST,
-            "/v1/agents/bot/versions",
-            Some(json!({ "upstreams": [format!("http://{up}")] })),
-        )
-        .await
-        .unwrap();
-    }
-    b.admin_call(
-        Method::POST,
-        "/v1/agents/bot/environments/staging/deploy",
-        Some(json!({"version": "v1"})),
-    )
-    .await
-    .unwrap();
-    let (_, t) = b
-        .admin_call(
-            Method::POST,
-            "/v1/agents/bot/environments/staging/tokens",
-            Some(json!({})),
-        )
-        .await
-        .unwrap();
-    let token = t["token"].as_str().unwrap().to_owned();
+    b.agent_with_versions("bot", &[v1, v2]).await;
+    b.deploy("bot", "staging", "v1").await;
+    let (token, _) = b.token("bot", "staging").await;
 
     let mut committed = 0;
     for i in 0..200u64 {
@@ -155,18 +130,8 @@ async fn a_commit_is_applied_even_when_the_admin_client_leaves_at_once() {
     // revocations: 40 tokens, each revoked on a connection closed at once
     let mut tokens = Vec::new();
     for _ in 0..40 {
-        let (_, t) = b
-            .admin_call(
-                Method::POST,
-                "/v1/agents/bot/environments/staging/tokens",
-                Some(json!({})),
-            )
-            .await
-            .unwrap();
-        tokens.push((
-            t["id"].as_str().unwrap().to_owned(),
-            t["token"].as_str().unwrap().to_owned(),
-        ));
+        let (secret, id) = b.token("bot", "staging").await;
+        tokens.push((id, secret));
     }
     for (i, (id, secret)) in tokens.iter().enumerate() {
         assert_eq!(served(b.client, secret).await.0, 200);

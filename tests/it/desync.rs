@@ -71,6 +71,18 @@ async fn exchange(addr: SocketAddr, parts: &[&[u8]], pause: Duration) -> (Vec<u1
     (statuses, text, closed)
 }
 
+/// No upstream error of any kind was counted.
+async fn no_upstream_errors(g: &TestGateway) {
+    let m = get(&format!("http://{}/metrics", g.admin), &[])
+        .await
+        .text();
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("switchyard_upstream_errors_total") && !l.ends_with(" 0")),
+        "{m}"
+    );
+}
+
 /// The upstream never received a head without its whole body.
 fn nothing_truncated(seen: &Seen, what: &str) {
     assert_eq!(

@@ -245,27 +245,9 @@ fn bad_config_is_one_clear_line() {
 /// Creates agent `name` with one version on `up`, deploys it to staging and returns a
 /// token for it, through the binary's admin API.
 async fn deploy_on(b: &Binary, name: &str, up: std::net::SocketAddr) -> String {
-    b.admin_call(Method::POST, "/v1/agents", Some(json!({ "name": name })))
-        .await
-        .unwrap();
-    let versions = format!("/v1/agents/{name}/versions");
-    b.admin_call(
-        Method::POST,
-        &versions,
-        Some(json!({"upstreams": [format!("http://{up}")]})),
-    )
-    .await
-    .unwrap();
-    let deploy = format!("/v1/agents/{name}/environments/staging/deploy");
-    b.admin_call(Method::POST, &deploy, Some(json!({"version": "v1"})))
-        .await
-        .unwrap();
-    let tokens = format!("/v1/agents/{name}/environments/staging/tokens");
-    let (_, t) = b
-        .admin_call(Method::POST, &tokens, Some(json!({})))
-        .await
-        .unwrap();
-    t["token"].as_str().unwrap().to_owned()
+    b.agent_with_versions(name, &[up]).await;
+    b.deploy(name, "staging", "v1").await;
+    b.token(name, "staging").await.0
 }
 
 /// An upstream that streams server-sent events, one every 100 ms, until the

@@ -632,6 +632,56 @@ impl Binary {
     ) -> Option<(StatusCode, Value)> {
         admin_call(self.admin, method, path, body).await
     }
+
+    /// Creates `agent` with one version per upstream (v1, v2, …).
+    pub async fn agent_with_versions(&self, agent: &str, upstreams: &[SocketAddr]) {
+        let (s, b) = self
+            .admin_call(Method::POST, "/v1/agents", Some(json!({ "name": agent })))
+            .await
+            .expect("admin answers");
+        assert_eq!(s, 201, "{b}");
+        for up in upstreams {
+            let (s, b) = self
+                .admin_call(
+                    Method::POST,
+                    &format!("/v1/agents/{agent}/versions"),
+                    Some(json!({ "upstreams": [format!("http://{up}")] })),
+                )
+                .await
+                .expect("admin answers");
+            assert_eq!(s, 201, "{b}");
+        }
+    }
+
+    /// Deploys `version` of `agent` to `env` (confirmed).
+    pub async fn deploy(&self, agent: &str, env: &str, version: &str) {
+        let (s, b) = self
+            .admin_call(
+                Method::POST,
+                &format!("/v1/agents/{agent}/environments/{env}/deploy"),
+                Some(json!({ "version": version, "confirm": true })),
+            )
+            .await
+            .expect("admin answers");
+        assert_eq!(s, 200, "{b}");
+    }
+
+    /// Mints a deployment token for (agent, env): (secret, id).
+    pub async fn token(&self, agent: &str, env: &str) -> (String, String) {
+        let (s, b) = self
+            .admin_call(
+                Method::POST,
+                &format!("/v1/agents/{agent}/environments/{env}/tokens"),
+                Some(json!({})),
+            )
+            .await
+            .expect("admin answers");
+        assert_eq!(s, 201, "{b}");
+        (
+            b["token"].as_str().expect("token").to_owned(),
+            b["id"].as_str().expect("id").to_owned(),
+        )
+    }
 }
 
 impl Drop for Binary {

@@ -38,7 +38,7 @@ use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What the gateway sends upstream: the client's body under the size and idle limits.
-pub type UpstreamBody = crate::proxy::body::ClientBody;
+pub type UpstreamBody = super::body::ClientBody;
 type Sender = http1::SendRequest<UpstreamBody>;
 type Connection = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
 /// A request the connection could not take, handed back unsent when it can be.
@@ -353,14 +353,6 @@ impl UpstreamPool {
         // boxed: a connection's state is large and moves with every request
         Ok(Box::new(Upstream::new(sender, conn)))
     }
-
-    /// Idle connections of all workers (for tests and status).
-    pub fn idle_count(&self) -> usize {
-        self.idle
-            .iter()
-            .map(|m| m.lock().map(|v| v.len()).unwrap_or(0))
-            .sum()
-    }
 }
 
 /// Every pool, by address. Routes look their endpoints' pools up here when they are
@@ -491,5 +483,15 @@ impl Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl crate::routing::Endpoints for Pools {
+    /// `http://host:port…` → its authority and that authority's pool.
+    fn endpoint(&self, url: &str) -> Option<(Arc<str>, crate::routing::EndpointHandle)> {
+        let uri: http::Uri = url.parse().ok()?;
+        let authority = uri.authority()?.clone();
+        let pool: crate::routing::EndpointHandle = self.get(&authority);
+        Some((Arc::from(authority.as_str()), pool))
     }
 }
