@@ -69,6 +69,92 @@ fn cli(admin: std::net::SocketAddr, token: &str, args: &[&str]) -> (i32, String,
     )
 }
 
+/// The CLI's admin-token and whoami commands, and a deployer's token used by the CLI:
+/// its moves carry its name and the --on-behalf-of text, admin tokens stay out of reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_admin_tokens_and_identities() {
+    let g = TestGateway::start().await;
+    let admin = g.admin;
+    let run = move |token: String, args: Vec<&str>| {
+        let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            cli(admin, &token, &refs)
+        })
+    };
+    let boot = ADMIN_TOKEN.to_string();
+    let (code, out, err) = run(boot.clone(), vec!["whoami"]).await.unwrap();
+    assert_eq!((code, out.trim()), (0, "bootstrap (admin)"), "{err}");
+    let (code, out, err) = run(
+        boot.clone(),
+        vec![
+            "admin-token",
+            "create",
+            "ci",
+            "--role",
+            "deployer",
+            "--json",
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let made: Value = serde_json::from_str(&out).unwrap();
+    let ci = made["token"].as_str().unwrap().to_owned();
+    let (code, out, _) = run(boot.clone(), vec!["admin-token", "list"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("ID") && out.contains("ci") && out.contains("deployer"),
+        "{out}"
+    );
+    assert!(!out.contains(&ci), "a list never shows a secret");
+
+    let (code, out, _) = run(ci.clone(), vec!["whoami"]).await.unwrap();
+    assert_eq!((code, out.trim()), (0, "ci (deployer)"));
+    let up = echo_upstream("v1").await;
+    g.agent_with_versions("bot", &[up]).await;
+    let (code, out, err) = run(
+        ci.clone(),
+        vec![
+            "deploy",
+            "bot",
+            "staging",
+            "v1",
+            "--on-behalf-of",
+            "pipeline 7",
+            "--json",
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let mv: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (mv["actor"].as_str(), mv["on_behalf_of"].as_str()),
+        (Some("ci"), Some("pipeline 7"))
+    );
+    // a deployer may not mint admin tokens: one line naming the code
+    let (code, _, err) = run(
+        ci.clone(),
+        vec!["admin-token", "create", "x", "--role", "admin"],
+    )
+    .await
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("forbidden") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let id = made["id"].as_str().unwrap();
+    let (code, _, err) = run(boot, vec!["admin-token", "revoke", id]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(ci, vec!["whoami"]).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("admin token was refused"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_drives_the_admin_api() {
     let g = TestGateway::start().await;
