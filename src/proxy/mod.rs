@@ -450,6 +450,12 @@ impl Proxy {
                     classify_body_error(&*e).unwrap_or((ProxyError::BadRequest, K::Protocol))
                 );
             }
+            // read whole: the upstream gets this length, in canonical form, whatever
+            // the client wrote (`005`, `5, 5`, chunked)
+            if let Some(n) = req.body().whole_len() {
+                req.headers_mut()
+                    .insert(CONTENT_LENGTH, HeaderValue::from(n));
+            }
             // the upstream's time starts when it is handed the request
             deadline = Instant::now() + self.limits.upstream_response_timeout();
         }

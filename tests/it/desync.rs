@@ -319,3 +319,135 @@ async fn a_large_broken_body_is_cut_upstream_and_answered_as_the_clients_error()
     assert!(small.contains("abcdefg"), "{small}");
     assert!(!small.contains("transfer-encoding"), "{small}");
 }
+
+/// Framing variants beyond the four classes: each is either refused (400, connection
+/// closed, nothing forwarded) or forwarded with its body whole, re-framed with a
+/// canonical `content-length`, and nothing of its framing (extensions, trailers, a
+/// second length) left for another hop to read differently.
+#[tokio::test]
+async fn other_framing_variants_are_refused_or_reframed() {
+    let b = bed(TestGateway::builder()).await;
+    // (what, framing fields, body bytes as sent, the body it stands for, must refuse)
+    let cases: [(&str, &str, &str, &str, bool); 12] = [
+        (
+            "length with leading zeros",
+            "Content-Length: 005\r\n",
+            "hello",
+            "hello",
+            false,
+        ),
+        (
+            "a repeated equal length in one line",
+            "Content-Length: 5, 5\r\n",
+            "hello",
+            "hello",
+            false,
+        ),
+        (
+            "a repeated equal length on two lines",
+            "Content-Length: 5\r\nContent-Length: 5\r\n",
+            "hello",
+            "hello",
+            false,
+        ),
+        (
+            "a chunk extension",
+            "Transfer-Encoding: chunked\r\n",
+            "5;ext=\"v\"\r\nhello\r\n0\r\n\r\n",
+            "hello",
+            false,
+        ),
+        (
+            "a trailer field",
+            "Transfer-Encoding: chunked\r\n",
+            "5\r\nhello\r\n0\r\nX-Smuggle: t\r\n\r\n",
+            "hello",
+            false,
+        ),
+        (
+            "bare LF in chunk lines",
+            "Transfer-Encoding: chunked\r\n",
+            "5\nhello\n0\n\n",
+            "hello",
+            false,
+        ),
+        (
+            "a chunk size that overflows",
+            "Transfer-Encoding: chunked\r\n",
+            "fffffffffffffffff1\r\nhello\r\n0\r\n\r\n",
+            "",
+            true,
+        ),
+        (
+            "a negative length",
+            "Content-Length: -5\r\n",
+            "hello",
+            "",
+            true,
+        ),
+        (
+            "a length with a sign",
+            "Content-Length: +5\r\n",
+            "hello",
+            "",
+            true,
+        ),
+        (
+            "two different lengths in one line",
+            "Content-Length: 5, 6\r\n",
+            "hello!",
+            "",
+            true,
+        ),
+        (
+            "connection naming content-length",
+            "Connection: content-length\r\nContent-Length: 5\r\n",
+            "hello",
+            "hello",
+            false,
+        ),
+        (
+            "a zero-length chunked body",
+            "Transfer-Encoding: chunked\r\n",
+            "0\r\n\r\n",
+            "",
+            false,
+        ),
+    ];
+    for (what, framing, sent, meant, refuse) in cases {
+        b.seen.text.lock().unwrap().clear();
+        let heads = b.seen.heads();
+        let req = format!(
+            "{}POST /case HTTP/1.1\r\nHost: gw\r\n{}{framing}\r\n{sent}GET /after HTTP/1.1\r\nHost: gw\r\n{}Connection: close\r\n\r\n",
+            b.good(),
+            b.auth,
+            b.auth
+        );
+        let (statuses, text, closed) =
+            exchange(b.g.client, &[req.as_bytes()], Duration::ZERO).await;
+        let seen = b.seen.text.lock().unwrap().to_lowercase();
+        assert!(closed, "{what}");
+        if statuses == [200, 400] {
+            // refused: the case never reached the upstream, nor anything behind it
+            assert_eq!(b.seen.heads(), heads + 1, "{what}: {seen}");
+            assert!(
+                !seen.contains("/case") && !seen.contains("/after"),
+                "{what}: {seen}"
+            );
+            continue;
+        }
+        assert!(!refuse, "{what}: served {statuses:?}: {text}");
+        assert_eq!(statuses, [200, 200, 200], "{what}: {text}");
+        let case = &seen[seen.find("post /case").unwrap()..seen.find("get /after").unwrap()];
+        assert!(
+            case.contains(&format!("content-length: {}\n", meant.len())),
+            "{what}: {case}"
+        );
+        assert_eq!(case.matches("content-length").count(), 1, "{what}: {case}");
+        assert!(case.ends_with(meant), "{what}: {case}");
+        for leftover in ["transfer-encoding", "x-smuggle", "ext=", "connection"] {
+            assert!(!case.contains(leftover), "{what}: {leftover} in {case}");
+        }
+    }
+    nothing_truncated(&b.seen, "variants");
+}
