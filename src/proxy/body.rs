@@ -45,9 +45,23 @@ pub struct BodyBroken {
 
 impl BodyBroken {
     fn new(source: hyper::Error) -> Self {
-        // hyper says "incomplete message" when the connection ended mid-body; a
-        // framing error of the body is a parse error
-        let aborted = source.is_incomplete_message() || source.is_canceled();
+        // the connection ended mid-body: hyper says "incomplete message", or carries the
+        // I/O error of the read (an unexpected end, a reset); a framing error of the
+        // body is a parse error
+        let mut aborted = source.is_incomplete_message() || source.is_canceled();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&source);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::{
+                    BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof,
+                };
+                aborted |= matches!(
+                    io.kind(),
+                    UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+                );
+            }
+            cur = e.source();
+        }
         Self { aborted, source }
     }
 }

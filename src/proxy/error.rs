@@ -144,9 +144,9 @@ impl ProxyError {
                 "the request uses a transfer coding the gateway does not implement",
             ),
             // the client left before its body ended: nobody reads this answer, but the
-            // access log and the 4xx count say what happened
+            // access log (499, as nginx logs it) and the 4xx count say what happened
             Self::ClientAborted => (
-                StatusCode::BAD_REQUEST,
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
                 "client_aborted",
                 "the client closed the connection before its request body was complete",
             ),
@@ -220,7 +220,7 @@ mod tests {
             (408, "request_timeout"),
             (503, "overloaded"),
             (501, "not_implemented"),
-            (400, "client_aborted"),
+            (499, "client_aborted"),
         ];
         // `ALL`'s length is in its type and `expected` must match it: a new variant
         // that is not in both lists does not compile

@@ -168,3 +168,33 @@ async fn a_client_that_leaves_mid_upload_is_not_an_upstream_error() {
     );
     assert_eq!(seen.complete(), 0);
 }
+
+/// The real binary's access log says what happened to a client that left mid-upload:
+/// 499, as nginx logs it, never a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_says_499_for_a_client_that_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Binary::start(dir.path(), "").await;
+    let (up, seen) = counting_upstream("v1").await;
+    b.agent_with_versions("bot", &[up]).await;
+    b.deploy("bot", "staging", "v1").await;
+    let (token, _) = b.token("bot", "staging").await;
+    let mut s = TcpStream::connect(b.client).await.unwrap();
+    let head = format!(
+        "POST /leaving HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\nContent-Length: 1000\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[b'x'; 100]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(s);
+    eventually("the access log has the request, as 499", || async {
+        b.log_text().contains("\"status\":499")
+    })
+    .await;
+    assert!(!b.log_text().contains("\"status\":502"), "{}", b.log_text());
+    assert_eq!(
+        seen.heads(),
+        0,
+        "a broken small body never reached the upstream"
+    );
+}
