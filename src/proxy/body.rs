@@ -136,14 +136,6 @@ impl ClientBody {
         Ok(())
     }
 
-    /// The body's length when it was read whole by [`Self::buffer`].
-    pub fn whole_len(&self) -> Option<u64> {
-        match self.inner {
-            None => Some(self.head.as_ref().map_or(0, |h| h.len() as u64)),
-            Some(_) => None,
-        }
-    }
-
     /// The client's next frame under the size and idle limits.
     fn poll_client(
         &mut self,

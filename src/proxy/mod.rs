@@ -450,9 +450,9 @@ impl Proxy {
                     classify_body_error(&*e).unwrap_or((ProxyError::BadRequest, K::Protocol))
                 );
             }
-            // read whole: the upstream gets this length, in canonical form, whatever
-            // the client wrote (`005`, `5, 5`, chunked)
-            if let Some(n) = req.body().whole_len() {
+            // a known length (read whole, or declared and streamed) goes upstream in
+            // canonical form, whatever the client wrote (`005`, `5, 5`, chunked)
+            if let Some(n) = http_body::Body::size_hint(req.body()).exact() {
                 req.headers_mut()
                     .insert(CONTENT_LENGTH, HeaderValue::from(n));
             }

@@ -313,7 +313,17 @@ async fn a_large_broken_body_is_cut_upstream_and_answered_as_the_clients_error()
     );
     let (statuses, text, _) = exchange(b.g.client, &[req.as_bytes()], Duration::ZERO).await;
     assert_eq!(statuses, [200], "{text}");
+    // a streamed body (over the buffer) with a length in an odd form: the upstream
+    // gets the length in canonical form
+    let req = format!(
+        "POST /streamed HTTP/1.1\r\nHost: gw\r\n{}Content-Length: 0002000\r\nConnection: close\r\n\r\n{chunk}",
+        b.auth
+    );
+    let (statuses, text, _) = exchange(b.g.client, &[req.as_bytes()], Duration::ZERO).await;
+    assert_eq!(statuses, [200], "{text}");
     let seen = b.seen.text.lock().unwrap().clone();
+    let streamed = &seen[seen.find("POST /streamed").unwrap()..];
+    assert!(streamed.contains("content-length: 2000\n"), "{streamed}");
     let small = &seen[seen.find("POST /small").unwrap()..];
     assert!(small.contains("content-length: 7"), "{small}");
     assert!(small.contains("abcdefg"), "{small}");
