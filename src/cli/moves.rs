@@ -191,6 +191,7 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                     ("FROM", "previous"),
                     ("TO", "version"),
                     ("ACTOR", "actor"),
+                    ("FOR", "on_behalf_of"),
                     ("REASON", "reason"),
                 ],
             );
