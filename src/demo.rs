@@ -93,6 +93,19 @@ pub fn spawn_upstream(listener: TcpListener, label: &'static str) {
 
 /// Creates the demo agent on first start (v1 and v2 on the two demo ports, production
 /// moved to v1 then v2) and mints a fresh production token. Returns the token.
+/// Starts the two demo upstreams on loopback `ports` and seeds the store; returns a
+/// production token. Errors name the setting.
+pub async fn start(store: &Store, ports: [u16; 2]) -> anyhow::Result<String> {
+    use anyhow::Context;
+    for (port, label) in [(ports[0], "v1"), (ports[1], "v2")] {
+        let l = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("demo.ports: cannot listen on 127.0.0.1:{port}"))?;
+        spawn_upstream(l, label);
+    }
+    Ok(seed(store, ports).await?)
+}
+
 pub async fn seed(store: &Store, ports: [u16; 2]) -> Result<String, Error> {
     let agent = AgentName::parse("agent", DEMO_AGENT)?;
     let env = EnvName::parse("environment", DEMO_ENV)?;

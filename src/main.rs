@@ -71,19 +71,6 @@ fn main() {
     }
 }
 
-fn runtime(multi: bool) -> Result<tokio::runtime::Runtime> {
-    let mut b = if multi {
-        // the control plane (admin API, store, change feed) runs here; client traffic
-        // has worker threads of its own
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(1).thread_name("switchyard-control");
-        b
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    b.enable_all().build().context("starting the async runtime")
-}
-
 fn load_config(args: &ServeArgs) -> Result<Config> {
     let mut cfg = match &args.config {
         Some(p) => Config::load(p)?,
@@ -116,7 +103,14 @@ fn serve(args: ServeArgs) -> Result<()> {
     switchyard::telemetry::init_logging(&cfg.log);
     let (token, token_file) = resolve_admin_token(&cfg)?;
     let pipeline = std::sync::Arc::new(cfg.pipeline()?);
-    let rt = runtime(true)?;
+    // the control plane (admin API, store, change feed) runs here; client traffic has
+    // worker threads of its own
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("switchyard-control")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(async move {
         let store = Store::open(&cfg.store, pipeline)
             .map_err(|e| anyhow!("store {}: {e}", redact_url(&cfg.store)))?;
@@ -138,14 +132,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             tracing::info!(file = %f.display(), "admin token read from or written to this file");
         }
         if args.demo {
-            let [p1, p2] = cfg.demo.ports;
-            for (port, label) in [(p1, "v1"), (p2, "v2")] {
-                let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                    .await
-                    .with_context(|| format!("demo.ports: cannot listen on 127.0.0.1:{port}"))?;
-                switchyard::demo::spawn_upstream(l, label);
-            }
-            let secret = switchyard::demo::seed(&store, cfg.demo.ports).await?;
+            let secret = switchyard::demo::start(&store, cfg.demo.ports).await?;
             print_demo(&client_addr, &admin_addr, &secret);
         }
         let gw = Gateway::new(cfg, store, token);
