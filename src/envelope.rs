@@ -10,10 +10,30 @@ use std::sync::OnceLock;
 /// Renders the envelope. `code` and `message` are fixed strings or built from
 /// validated input; serde_json escapes them either way.
 pub fn error_json(code: &str, message: &str, request_id: &str) -> Bytes {
-    let body = serde_json::json!({
-        "error": { "code": code, "message": message, "request_id": request_id }
-    });
-    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    // written field by field into one buffer: no JSON value is built per answer (a
+    // flood of refused requests costs no more than the answers' bytes)
+    let mut out = Vec::with_capacity(48 + code.len() + message.len() + request_id.len());
+    out.extend_from_slice(b"{\"error\":{\"code\":");
+    json_string(&mut out, code);
+    out.extend_from_slice(b",\"message\":");
+    json_string(&mut out, message);
+    out.extend_from_slice(b",\"request_id\":");
+    json_string(&mut out, request_id);
+    out.extend_from_slice(b"}}");
+    Bytes::from(out)
+}
+
+/// A JSON string: as it is when nothing in it needs escaping, else serde_json's.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes()
+        .all(|c| c >= 0x20 && c != b'"' && c != b'\\' && c < 0x7f)
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
 }
 
 fn process_prefix() -> u32 {
@@ -69,6 +89,26 @@ pub fn bearer(v: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn envelopes_are_json_whatever_the_text() {
+        for (code, message, rid) in [
+            ("bad_request", "plain", "r1"),
+            (
+                "x",
+                "quote \" backslash \\ newline \n tab \t nul \u{0} é ☃",
+                "r\"2",
+            ),
+            ("", "", ""),
+        ] {
+            let b = error_json(code, message, rid);
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["error"]["code"], code);
+            assert_eq!(v["error"]["message"], message);
+            assert_eq!(v["error"]["request_id"], rid);
+            assert_eq!(v["error"].as_object().unwrap().len(), 3);
+        }
+    }
 
     #[test]
     fn envelope_shape() {
