@@ -378,6 +378,13 @@ impl Config {
                 "must be between 1024 and 1048576",
             ));
         }
+        if self.proxy.request_buffer_bytes > 16 * 1024 * 1024 {
+            // every request in flight may hold this much: keep a typo from being a gigabyte
+            return Err(err(
+                "proxy.request_buffer_bytes",
+                "at most 16777216 (bodies larger than the buffer are streamed)",
+            ));
+        }
         if self.workers > 1024 {
             return Err(err("workers", "at most 1024 (0 = one per CPU)"));
         }
@@ -470,11 +477,32 @@ mod tests {
             ("[[environments]]\nname = \"Prod\"", "environments[0].name"),
             ("environments = []", "environments"),
             ("[log]\nlevel = \"[[[\"", "log.level"),
+            (
+                "[proxy]\nrequest_buffer_bytes = 1073741824",
+                "proxy.request_buffer_bytes",
+            ),
+            ("[fleet]\nfeed_retention_s = 0", "fleet.feed_retention_s"),
         ];
         for (text, setting) in cases {
             let e = Config::parse(text).unwrap().validate().unwrap_err();
             assert_eq!(e.setting, setting, "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn proxy_and_fleet_sections() {
+        let c = Config::parse(
+            "[proxy]\nrequest_buffer_bytes = 0\nunderscore_fields = \"drop_all\"\ntrust_forwarded = true\n[fleet]\nfeed_retention_s = 60\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(c.proxy.request_buffer_bytes, 0);
+        assert_eq!(c.proxy.underscore_fields, UnderscoreFields::DropAll);
+        assert!(c.proxy.trust_forwarded);
+        assert_eq!(c.fleet.feed_retention(), Duration::from_secs(60));
+        let e = Config::parse("[proxy]\nunderscore_fields = \"keep\"").unwrap_err();
+        assert!(e.message.contains("keep"), "{e}");
     }
 
     #[test]
