@@ -12,27 +12,37 @@ use std::sync::OnceLock;
 pub fn error_json(code: &str, message: &str, request_id: &str) -> Bytes {
     // written field by field into one buffer: no JSON value is built per answer (a
     // flood of refused requests costs no more than the answers' bytes)
-    let mut out = Vec::with_capacity(48 + code.len() + message.len() + request_id.len());
-    out.extend_from_slice(b"{\"error\":{\"code\":");
-    json_string(&mut out, code);
-    out.extend_from_slice(b",\"message\":");
-    json_string(&mut out, message);
-    out.extend_from_slice(b",\"request_id\":");
-    json_string(&mut out, request_id);
-    out.extend_from_slice(b"}}");
+    let mut out = String::with_capacity(48 + code.len() + message.len() + request_id.len());
+    out.push_str("{\"error\":{\"code\":");
+    push_json_str(code, &mut out);
+    out.push_str(",\"message\":");
+    push_json_str(message, &mut out);
+    out.push_str(",\"request_id\":");
+    push_json_str(request_id, &mut out);
+    out.push_str("}}");
     Bytes::from(out)
 }
 
-/// A JSON string: as it is when nothing in it needs escaping, else serde_json's.
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes()
-        .all(|c| c >= 0x20 && c != b'"' && c != b'\\' && c < 0x7f)
-    {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else if serde_json::to_writer(&mut *out, s).is_err() {
-        out.extend_from_slice(b"\"\"");
+/// Quotes `s` as it is when it is printable ASCII with nothing to escape (in JSON or in
+/// `Debug` form); `false`, and nothing written, when it needs escaping.
+pub fn push_plain_str(s: &str, out: &mut String) -> bool {
+    let plain = s
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if plain {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
+    plain
+}
+
+/// A JSON string: as it is when nothing needs escaping, else serde_json's escaping.
+pub fn push_json_str(s: &str, out: &mut String) {
+    if !push_plain_str(s, out) {
+        // a `str` always serializes; "-" only keeps the text valid if that changed
+        let quoted = serde_json::to_string(s).unwrap_or_else(|_| "\"-\"".into());
+        out.push_str(&quoted);
     }
 }
 

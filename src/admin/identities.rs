@@ -2,13 +2,16 @@
 //! `whoami`.
 
 use super::error::ApiError;
-use super::{json_response, no_content, parse_json, Admin, AdminResponse, Call};
+use super::{
+    created_with_secret, json_response, no_content, no_randomness, parse_json, Admin,
+    AdminResponse, Call,
+};
 use crate::domain::identity::mint_admin;
 use crate::domain::Role;
 use crate::store::{Command, Outcome};
 use http::{Method, StatusCode};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,10 +37,7 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
         (&Method::POST, ["admin-tokens"]) => {
             let b: CreateBody = parse_json(&c.body)?;
             let role = Role::parse("role", &b.role)?;
-            let minted = mint_admin().map_err(|e| {
-                tracing::error!(error.detail = %e, "no randomness from the OS");
-                ApiError::internal("cannot mint a token")
-            })?;
+            let minted = mint_admin().map_err(no_randomness)?;
             let cmd = Command::CreateAdminToken {
                 id: minted.id,
                 name: b.name,
@@ -49,9 +49,7 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
             let Outcome::AdminToken(t) = applied.outcome else {
                 return Err(ApiError::internal("unexpected outcome"));
             };
-            let mut v = serde_json::to_value(&t).unwrap_or(Value::Null);
-            v["token"] = Value::String(minted.secret);
-            Ok(json_response(StatusCode::CREATED, &v))
+            Ok(created_with_secret(&t, minted.secret))
         }
         (&Method::DELETE, ["admin-tokens", id]) => {
             let cmd = Command::RevokeAdminToken {

@@ -427,6 +427,19 @@ fn outcome_response(status: StatusCode, applied: Applied) -> AdminResponse {
     }
 }
 
+/// 201 with a freshly minted token's record and, this once, its secret as `token`.
+fn created_with_secret(record: &impl serde::Serialize, secret: String) -> AdminResponse {
+    let mut v = serde_json::to_value(record).unwrap_or(serde_json::Value::Null);
+    v["token"] = serde_json::Value::String(secret);
+    json_response(StatusCode::CREATED, &v)
+}
+
+/// The answer when the OS gives no randomness to mint a token from.
+fn no_randomness(e: getrandom::Error) -> ApiError {
+    tracing::error!(error.detail = %e, "no randomness from the OS");
+    ApiError::internal("cannot mint a token")
+}
+
 fn no_content() -> AdminResponse {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;

@@ -1,13 +1,16 @@
 //! Deployment tokens: minted (the secret shown once), listed without secrets, revoked.
 
 use super::error::ApiError;
-use super::{agent, env, json_response, no_content, parse_json, Admin, AdminResponse, Call};
+use super::{
+    agent, created_with_secret, env, json_response, no_content, no_randomness, parse_json, Admin,
+    AdminResponse, Call,
+};
 use crate::domain::parse_time;
 use crate::domain::token::mint;
 use crate::store::{Command, Outcome};
 use http::{Method, StatusCode};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -36,10 +39,7 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
                 })?),
                 None => None,
             };
-            let minted = mint().map_err(|e| {
-                tracing::error!(error.detail = %e, "no randomness from the OS");
-                ApiError::internal("cannot mint a token")
-            })?;
+            let minted = mint().map_err(no_randomness)?;
             let cmd = Command::CreateToken {
                 agent: agent(a)?,
                 environment: env(e)?,
@@ -52,9 +52,7 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
             let Outcome::Token(t) = applied.outcome else {
                 return Err(ApiError::internal("unexpected outcome"));
             };
-            let mut v = serde_json::to_value(&t).unwrap_or(Value::Null);
-            v["token"] = Value::String(minted.secret);
-            Ok(json_response(StatusCode::CREATED, &v))
+            Ok(created_with_secret(&t, minted.secret))
         }
         (&Method::DELETE, ["tokens", id]) => {
             let cmd = Command::RevokeToken {

@@ -18,6 +18,7 @@
 //! two never interleave within a line.
 
 use crate::config::{LogConfig, LogFormat};
+use crate::envelope::{push_json_str, push_plain_str};
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -96,7 +97,7 @@ impl AccessLog {
                     out.push_str(name);
                     out.push_str("\":");
                     match v {
-                        Value::Str(s) => json_str(s, out),
+                        Value::Str(s) => push_json_str(s, out),
                         Value::Int(n) => push_int(n, out),
                     }
                 }
@@ -239,33 +240,10 @@ fn push_int(n: u64, out: &mut String) {
     let _ = write!(out, "{n}");
 }
 
-/// Quotes `s` as it is when it is printable ASCII with nothing to escape in either
-/// layout (every field the gateway itself fills in); `false` when it needs escaping.
-fn push_plain(s: &str, out: &mut String) -> bool {
-    let plain = s
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
-    if plain {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    }
-    plain
-}
-
 /// A string as `tracing`'s human layout shows it: `Debug`, quoted.
 fn human_str(s: &str, out: &mut String) {
-    if !push_plain(s, out) {
+    if !push_plain_str(s, out) {
         let _ = write!(out, "{s:?}");
-    }
-}
-
-/// A JSON string.
-fn json_str(s: &str, out: &mut String) {
-    if !push_plain(s, out) {
-        // a `str` always serializes; "-" only keeps the line valid if that changed
-        let quoted = serde_json::to_string(s).unwrap_or_else(|_| "\"-\"".into());
-        out.push_str(&quoted);
     }
 }
 
