@@ -113,7 +113,9 @@ pub struct Limits {
     /// closed at once).
     pub max_connections: usize,
     /// Client requests open at most, from head to the end of the response body;
-    /// one more is answered 503 `overloaded`.
+    /// one more is answered 503 `overloaded`. Divided among the workers (rounded
+    /// up), each enforcing its share, like nginx's `worker_connections`: no count
+    /// is shared by every request.
     pub max_in_flight: usize,
     /// Longest wait for the next piece of a request body, ms → 408 and the
     /// connection closed.

@@ -2,6 +2,7 @@
 # The instruction budget of a proxied request, checked in CI.
 #
 #   bash benches/callgrind/budget.sh [BINARY]      (default: the release build)
+#   KEEP=/tmp/prof bash benches/callgrind/budget.sh   (keeps the callgrind output)
 #
 # Counts the instructions the gateway executes per proxied request (valgrind's
 # callgrind: instructions, not seconds, so the noise of a shared machine does not blur
@@ -101,6 +102,9 @@ if [ "${ok:-0}" != "$N" ]; then
     echo "budget: only ${ok:-0} of $N requests answered 2xx"
     tail -n 20 "$W/h2load.out" "$W/logs/gw.log"
     exit 1
+fi
+if [ -n "${KEEP:-}" ]; then # keep the profile for callgrind_annotate
+    mkdir -p "$KEEP" && cp "$W"/cg.out* "$KEEP"/
 fi
 total=$(cat "$W"/cg.out* | awk '/^summary:|^totals:/ {s += $2} END {print s + 0}')
 per=$(( total / N ))

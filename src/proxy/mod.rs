@@ -1,8 +1,9 @@
 //! The data plane: authenticate the deployment token, resolve the environment's live
 //! version, forward to one of its upstreams, stream the answer back.
 //!
-//! Per request: one SHA-256 of the token, one `DashMap` read (token → slot), one
-//! `ArcSwap` load (slot → route), a round-robin pick, header edits in place, and the
+//! Per request: the token found in the worker's cache of verified tokens (a keyed
+//! SipHash; SHA-256 and one `DashMap` read the first time), one `ArcSwap` load
+//! (slot → route), a round-robin pick, header edits in place, and the
 //! upstream call on a connection of the worker's own pool ([`upstream`]: hyper's
 //! client connections, driven inside the request's task). No lock is held across an
 //! `.await`; nothing grows with the number of agents, versions or tokens. A request
@@ -17,10 +18,9 @@ pub mod headers;
 pub mod upstream;
 
 use crate::config::{Limits, ProxyConfig, UnderscoreFields};
-use crate::domain::token::hash_token;
 use crate::envelope::{bearer, error_json, request_id_of};
 use crate::routing::{Route, RoutingTable, Slot, Target};
-use crate::telemetry::{Metrics, UpstreamErrorKind, AUTH_REASONS};
+use crate::telemetry::{Counted, Metrics, UpstreamErrorKind, AUTH_REASONS};
 use access::{AccessLog, Entry};
 use body::{BodyBroken, BodyTimeout, BodyTooLarge, ClientBody};
 use bytes::Bytes;
@@ -82,6 +82,8 @@ struct Finish {
     request_id: Option<HeaderValue>,
     log: AccessLog,
     open: OpenRequest,
+    /// The response body counted as a stream.
+    stream: Counted,
     trace: Trace,
     bytes: u64,
 }
@@ -89,9 +91,9 @@ struct Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         let elapsed = self.trace.started.elapsed();
-        self.open.0.load.streams.fetch_sub(1, Ordering::Relaxed);
+        self.open.metrics.load.close_stream(self.stream);
         if let Some(route) = &self.trace.route {
-            route.metrics.duration.record(elapsed);
+            route.metrics.record_duration(elapsed);
         }
         if let Some(rid) = &self.request_id {
             let slot = self.trace.slot.as_deref();
@@ -116,30 +118,35 @@ impl Drop for Finish {
     }
 }
 
-/// One client request counted open, from its head until dropped with the end of its
-/// response body (or with the handler, if the client goes away first).
-struct OpenRequest(Arc<Metrics>);
+/// One client request counted open (in its worker's shard), from its head until
+/// dropped with the end of its response body (or with the handler, if the client
+/// goes away first).
+struct OpenRequest {
+    metrics: Arc<Metrics>,
+    counted: Counted,
+}
 
 impl OpenRequest {
     /// Counts the request; `false` beside it when it is over `limit`.
     fn open(metrics: &Arc<Metrics>, limit: usize) -> (Self, bool) {
-        let before = metrics.load.requests.fetch_add(1, Ordering::Relaxed);
-        (Self(Arc::clone(metrics)), before < limit)
+        let (counted, admitted) = metrics.load.open_request(limit);
+        let metrics = Arc::clone(metrics);
+        (Self { metrics, counted }, admitted)
     }
 }
 
 impl Drop for OpenRequest {
     fn drop(&mut self) {
-        self.0.load.requests.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.load.close_request(self.counted);
     }
 }
 
 /// An upgraded connection counted as a stream while its bytes are copied.
-struct OpenStream(Arc<Metrics>);
+struct OpenStream(Arc<Metrics>, Counted);
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.load.streams.fetch_sub(1, Ordering::Relaxed);
+        self.0.load.close_stream(self.1);
     }
 }
 
@@ -269,10 +276,10 @@ impl Proxy {
             request_id: self.access_log.is_on().then_some(request_id),
             log: self.access_log,
             open,
+            stream: metrics.load.open_stream(),
             trace,
             bytes: 0,
         };
-        metrics.load.streams.fetch_add(1, Ordering::Relaxed);
         Response::from_parts(
             parts,
             MeteredBody {
@@ -335,15 +342,12 @@ impl Proxy {
             // two credentials: which one would the upstream believe?
             return Err(ProxyError::BadRequest);
         }
-        let hash = match fields
+        let token = fields
             .authorization
             .as_ref()
             .and_then(|v| bearer(v.as_bytes()))
-        {
-            Some(token) => hash_token(token),
-            None => return Err(ProxyError::MissingToken),
-        };
-        let slot = self.table.authenticate(&hash)?;
+            .ok_or(ProxyError::MissingToken)?;
+        let slot = self.table.authenticate_token(token)?;
         if let Some(want) = &fields.environment {
             if want != slot.environment_header {
                 return Err(ProxyError::WrongEnvironment);
@@ -413,7 +417,7 @@ impl Proxy {
         // upstream failures were counted where they happened, once each; a client's
         // own body failing is not the upstream's error and was not counted
         let upstream = upstream.map_err(|(e, _)| e)?;
-        route.metrics.first_byte.record(trace.started.elapsed());
+        route.metrics.record_first_byte(trace.started.elapsed());
 
         let (mut parts, body) = upstream.into_parts();
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
@@ -616,8 +620,8 @@ impl Proxy {
                 let (Ok(up), Ok(down)) = tokio::join!(upstream_upgrade, client_upgrade) else {
                     return;
                 };
-                metrics.load.streams.fetch_add(1, Ordering::Relaxed);
-                let _open = OpenStream(metrics);
+                let counted = metrics.load.open_stream();
+                let _open = OpenStream(metrics, counted);
                 let _ =
                     tokio::io::copy_bidirectional(&mut TokioIo::new(up), &mut TokioIo::new(down))
                         .await;

@@ -26,7 +26,6 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,19 +50,6 @@ pub enum SendFailure {
     Failed(Box<SendError>),
     /// The deadline passed first.
     TimedOut,
-}
-
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Declares which worker the current thread is (0-based).
-pub fn set_worker(index: usize) {
-    WORKER.with(|w| w.set(index));
-}
-
-fn worker() -> usize {
-    WORKER.with(|w| w.get())
 }
 
 /// Why a new upstream connection could not be made.
@@ -297,7 +283,7 @@ impl UpstreamPool {
 
     #[allow(clippy::vec_box)]
     fn slot(&self) -> &Mutex<Vec<Box<Upstream>>> {
-        &self.idle[worker() % self.idle.len()]
+        &self.idle[crate::worker::index().unwrap_or(0) % self.idle.len()]
     }
 
     /// The newest idle connection of this worker that is still open. One the upstream

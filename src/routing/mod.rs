@@ -22,8 +22,10 @@ use crate::telemetry::{Metrics, RouteMetrics};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use http::HeaderValue;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+mod verified;
 
 /// What the data plane keeps for one upstream address — the proxy's connection pool —
 /// opaque to the table: the proxy made it and the proxy reads it back.
@@ -169,13 +171,30 @@ impl Slot {
     }
 }
 
-/// A token as the data plane knows it. Stored inline in the index, so authenticating
-/// touches the index bucket and then the slot, nothing in between.
-#[derive(Debug, Clone)]
+/// A token as the data plane knows it. Replaced whole when its record changes; the
+/// replaced entry is marked stale for the workers that cached it ([`verified`]).
+#[derive(Debug)]
 pub struct TokenEntry {
     pub slot: Arc<Slot>,
     pub expires_at: Option<Millis>,
     pub revoked: bool,
+    /// A newer record of this token is in the table.
+    stale: AtomicBool,
+}
+
+impl TokenEntry {
+    /// The slot, unless the token is revoked or expired (read at every request).
+    fn check(&self) -> Result<Arc<Slot>, AuthError> {
+        if self.revoked {
+            return Err(AuthError::Revoked);
+        }
+        if let Some(exp) = self.expires_at {
+            if now_ms() >= exp {
+                return Err(AuthError::Expired);
+            }
+        }
+        Ok(Arc::clone(&self.slot))
+    }
 }
 
 /// Hashes a token index key. The keys are SHA-256 digests, already uniform, so their
@@ -226,7 +245,9 @@ pub struct RoutingTable {
     metrics: Arc<Metrics>,
     endpoints: Arc<dyn Endpoints>,
     slots: DashMap<String, Arc<Slot>>,
-    tokens: DigestMap<TokenEntry>,
+    tokens: DigestMap<Arc<TokenEntry>>,
+    /// This table's identity and key in the workers' verified-token caches.
+    cache_key: verified::CacheKey,
     /// Highest store revision applied.
     revision: AtomicU64,
     /// The change feed's revision this table has applied, in order (fleet nodes).
@@ -256,6 +277,7 @@ impl RoutingTable {
             endpoints,
             slots: DashMap::new(),
             tokens: DigestMap::default(),
+            cache_key: verified::CacheKey::new(),
             revision: AtomicU64::new(0),
             feed_revision: AtomicU64::new(0),
         }
@@ -276,18 +298,13 @@ impl RoutingTable {
     }
 
     /// Authenticates a token hash and returns its slot. The caller loads the route.
+    /// (The data plane presents the token's text: [`Self::authenticate_token`].)
     pub fn authenticate(&self, hash: &TokenHash) -> Result<Arc<Slot>, AuthError> {
-        let (slot, expires_at) = match self.tokens.get(hash) {
-            Some(e) if e.revoked => return Err(AuthError::Revoked),
-            Some(e) => (Arc::clone(&e.slot), e.expires_at),
-            None => return Err(AuthError::Unknown),
-        };
-        if let Some(exp) = expires_at {
-            if now_ms() >= exp {
-                return Err(AuthError::Expired);
-            }
-        }
-        Ok(slot)
+        self.token_entry(hash).ok_or(AuthError::Unknown)?.check()
+    }
+
+    fn token_entry(&self, hash: &TokenHash) -> Option<Arc<TokenEntry>> {
+        self.tokens.get(hash).map(|e| Arc::clone(e.value()))
     }
 
     /// The slot of (agent, environment), created empty if needed.
@@ -346,8 +363,11 @@ impl RoutingTable {
             slot: self.slot(&t.agent, &t.environment),
             expires_at: t.expires_at,
             revoked: t.revoked_at.is_some(),
+            stale: AtomicBool::new(false),
         };
-        self.tokens.insert(t.hash, entry);
+        if let Some(old) = self.tokens.insert(t.hash, Arc::new(entry)) {
+            old.stale.store(true, Ordering::Release);
+        }
     }
 
     /// Records that the table reflects the store up to `revision`.

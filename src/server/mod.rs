@@ -19,7 +19,7 @@ mod shutdown;
 
 use crate::admin::Admin;
 use crate::config::Config;
-use crate::proxy::upstream::{set_worker, Pools};
+use crate::proxy::upstream::Pools;
 use crate::proxy::{access, Proxy};
 use crate::routing::RoutingTable;
 use crate::store::Store;
@@ -69,9 +69,9 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(config: Config, store: Store, admin_token: String) -> Self {
         let metrics = Arc::new(if config.metrics.enabled {
-            Metrics::enabled()
+            Metrics::enabled(config.worker_count())
         } else {
-            Metrics::disabled()
+            Metrics::disabled_for(config.worker_count())
         });
         let pools = Arc::new(Pools::new(
             config.worker_count(),
@@ -255,7 +255,7 @@ pub async fn run(
             std::thread::Builder::new()
                 .name(format!("switchyard-w{i}"))
                 .spawn(move || {
-                    set_worker(i);
+                    crate::worker::set(i);
                     // access-log lines go out when the worker has nothing else to do
                     access::buffer_this_thread();
                     match tokio::runtime::Builder::new_current_thread()

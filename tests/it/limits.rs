@@ -93,8 +93,10 @@ async fn connections_over_the_limit_get_503_and_room_comes_back() {
 
 #[tokio::test]
 async fn requests_over_the_in_flight_limit_get_503() {
+    // the limit is divided among the workers: one worker holds all of it
     let g = TestGateway::builder()
         .limits(|l| l.max_in_flight = 3)
+        .config(|c| c.workers = 1)
         .start()
         .await;
     let up = echo_upstream("v1").await;

@@ -19,7 +19,9 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+mod shards;
+pub use shards::{Counted, Load, RouteMetrics, RouteRegistry};
 use tracing_subscriber::EnvFilter;
 
 pub const REQUESTS: &str = "switchyard_requests_total";
@@ -78,36 +80,6 @@ pub const AUTH_REASONS: [&str; 5] = [
     "wrong_environment",
 ];
 
-/// The handles one route updates. Built when the route is installed.
-#[derive(Debug)]
-pub struct RouteMetrics {
-    pub by_class: [Counter; 5],
-    pub duration: Histogram,
-    pub first_byte: Histogram,
-    pub upstream_errors: [Counter; 4],
-}
-
-impl RouteMetrics {
-    pub fn noop() -> Self {
-        Self {
-            by_class: std::array::from_fn(|_| Counter::noop()),
-            duration: Histogram::noop(),
-            first_byte: Histogram::noop(),
-            upstream_errors: std::array::from_fn(|_| Counter::noop()),
-        }
-    }
-
-    /// Counts one answered request by its status class.
-    pub fn count(&self, status: http::StatusCode) {
-        let i = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.by_class[i].increment(1);
-    }
-
-    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
-        self.upstream_errors[kind as usize].increment(1);
-    }
-}
-
 /// The gateway's metrics: the recorder and the handles that need no route.
 pub struct Metrics {
     recorder: Option<PrometheusRecorder>,
@@ -121,45 +93,12 @@ pub struct Metrics {
     /// What is open right now; counted whether metrics are on or not (the limits read
     /// it), rendered at scrape time.
     pub load: Load,
+    /// The per-route series, counted per worker ([`shards`]); None when metrics are off.
+    routes: Option<RouteRegistry>,
 }
 
 /// The limits whose refusals `switchyard_overload_rejections_total` counts.
 pub const OVERLOAD_LIMITS: [&str; 2] = ["connections", "requests"];
-
-/// Open requests, response streams and client connections: plain integers, one
-/// `fetch_add` each way.
-#[derive(Debug, Default)]
-pub struct Load {
-    /// Client requests from their head to the end of their response body.
-    pub requests: AtomicUsize,
-    /// Response bodies (and upgraded connections) still streaming.
-    pub streams: AtomicUsize,
-    /// Open client connections, over-limit ones included until they are answered.
-    pub connections: AtomicUsize,
-}
-
-impl Load {
-    /// The scrape-time series.
-    pub fn gauges(&self) -> [(&'static str, &'static str, f64); 3] {
-        [
-            (
-                IN_FLIGHT,
-                "Client requests being handled, from request head to the end of the response body.",
-                self.requests.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                STREAMS,
-                "Response bodies and upgraded connections still streaming to clients.",
-                self.streams.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                CONNECTIONS,
-                "Open client connections.",
-                self.connections.load(Ordering::Relaxed) as f64,
-            ),
-        ]
-    }
-}
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,30 +119,34 @@ fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
 }
 
 impl Metrics {
-    /// Metrics that record nothing (for `metrics.enabled = false`, tests, benches).
+    /// Metrics that record nothing (tests, benches): one worker's load counters.
     pub fn disabled() -> Self {
+        Self::disabled_for(1)
+    }
+
+    /// Metrics that record nothing but the load of `workers` client workers (which
+    /// the limits read), for `metrics.enabled = false`.
+    pub fn disabled_for(workers: usize) -> Self {
         Self {
+            routes: None,
             recorder: None,
             handle: None,
             auth_failures: std::array::from_fn(|_| Counter::noop()),
             moves: std::array::from_fn(|_| Counter::noop()),
             overload: std::array::from_fn(|_| Counter::noop()),
             apply_lag: Histogram::noop(),
-            load: Load::default(),
+            load: Load::new(workers),
         }
     }
 
-    pub fn enabled() -> Self {
+    /// Metrics for a gateway with `workers` client workers.
+    pub fn enabled(workers: usize) -> Self {
         let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(UPSTREAM_FIRST_BYTE.into()), &BUCKETS)
-            })
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(APPLY_LAG.into()), &BUCKETS))
+            .set_buckets_for_metric(Matcher::Full(APPLY_LAG.into()), &BUCKETS)
             .map(|b| b.build_recorder());
         let Ok(recorder) = recorder else {
             tracing::error!("metrics recorder could not be built; metrics are off");
-            return Self::disabled();
+            return Self::disabled_for(workers);
         };
         let describe = |kind: char, name: &'static str, unit: Option<Unit>, help: &'static str| {
             let key = KeyName::from_const_str(name);
@@ -213,30 +156,6 @@ impl Metrics {
                 _ => recorder.describe_histogram(key, unit, help.into()),
             }
         };
-        describe(
-            'c',
-            REQUESTS,
-            None,
-            "Client requests answered, by agent, environment, version and status class.",
-        );
-        describe(
-            'h',
-            REQUEST_DURATION,
-            Some(Unit::Seconds),
-            "Time from request head to the end of the response body.",
-        );
-        describe(
-            'h',
-            UPSTREAM_FIRST_BYTE,
-            Some(Unit::Seconds),
-            "Time from request head to the upstream's response head.",
-        );
-        describe(
-            'c',
-            UPSTREAM_ERRORS,
-            None,
-            "Failed upstream calls, by kind: connect, timeout, reset, protocol.",
-        );
         describe(
             'c',
             AUTH_FAILURES,
@@ -274,7 +193,9 @@ impl Metrics {
             moves,
             overload,
             apply_lag,
-            load: Load::default(),
+            load: Load::new(workers),
+            // one shard per worker and one for other threads
+            routes: Some(RouteRegistry::new(workers.max(1) + 1)),
             handle: Some(handle),
             recorder: Some(recorder),
         }
@@ -287,34 +208,9 @@ impl Metrics {
     /// Resolves the handles of one route. Called when a route is installed, never per
     /// request.
     pub fn route(&self, agent: &str, environment: &str, version: &str) -> RouteMetrics {
-        let Some(r) = &self.recorder else {
-            return RouteMetrics::noop();
-        };
-        let base = [
-            ("agent", agent),
-            ("environment", environment),
-            ("version", version),
-        ];
-        let by_class = STATUS_CLASSES.map(|c| {
-            let mut l = labels(&base);
-            l.push(Label::new("status_class", c));
-            r.register_counter(&Key::from_parts(REQUESTS, l), &META)
-        });
-        let upstream_errors = UpstreamErrorKind::ALL.map(|k| {
-            let l = labels(&[
-                ("agent", agent),
-                ("environment", environment),
-                ("kind", k.as_str()),
-            ]);
-            r.register_counter(&Key::from_parts(UPSTREAM_ERRORS, l), &META)
-        });
-        RouteMetrics {
-            by_class,
-            duration: r
-                .register_histogram(&Key::from_parts(REQUEST_DURATION, labels(&base)), &META),
-            first_byte: r
-                .register_histogram(&Key::from_parts(UPSTREAM_FIRST_BYTE, labels(&base)), &META),
-            upstream_errors,
+        match &self.routes {
+            Some(r) => r.route(agent, environment, version),
+            None => RouteMetrics::noop(),
         }
     }
 
@@ -326,12 +222,16 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text: the recorder's series, then `extra` (series rendered from
-    /// the routing table at scrape time).
+    /// The Prometheus text: the recorder's series, the per-route series summed over
+    /// the workers, then `extra` (series rendered from the routing table at scrape
+    /// time).
     pub fn render(&self, extra: &str) -> String {
         let mut out = self.handle.as_ref().map(|h| h.render()).unwrap_or_default();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
+        }
+        if let Some(r) = &self.routes {
+            out.push_str(&r.render());
         }
         out.push_str(extra);
         out
@@ -407,12 +307,12 @@ mod tests {
 
     #[test]
     fn route_handles_count_by_class_and_render() {
-        let m = Metrics::enabled();
+        let m = Metrics::enabled(1);
         let r = m.route("bot", "staging", "v1");
         r.count(http::StatusCode::OK);
         r.count(http::StatusCode::BAD_GATEWAY);
         r.count(http::StatusCode::BAD_GATEWAY);
-        r.duration.record(0.002);
+        r.record_duration(std::time::Duration::from_millis(2));
         r.upstream_error(UpstreamErrorKind::Reset);
         m.auth_failures[1].increment(1);
         m.moves[Action::Rollback as usize].increment(1);
