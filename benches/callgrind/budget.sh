@@ -3,6 +3,7 @@
 #
 #   bash benches/callgrind/budget.sh [BINARY]      (default: the release build)
 #   KEEP=/tmp/prof bash benches/callgrind/budget.sh   (keeps the callgrind output)
+#   WORKERS=2 bash benches/callgrind/budget.sh        (the same load over two workers)
 #
 # Counts the instructions the gateway executes per proxied request (valgrind's
 # callgrind: instructions, not seconds, so the noise of a shared machine does not blur
@@ -64,7 +65,7 @@ nginx -p "$W/" -c "$W/upstream.conf" > "$W/logs/upstream.out" 2>&1 &
 pids+=($!)
 
 cat > "$W/gw.toml" <<EOF
-workers = 1
+workers = ${WORKERS:-1}
 [log]
 access_log = false
 EOF
