@@ -43,6 +43,7 @@ pub struct Config {
     pub environments: Vec<EnvironmentConfig>,
     pub limits: Limits,
     pub proxy: ProxyConfig,
+    pub upstream: UpstreamConfig,
     pub fleet: FleetConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
@@ -68,6 +69,7 @@ impl Default for Config {
                 .collect(),
             limits: Limits::default(),
             proxy: ProxyConfig::default(),
+            upstream: UpstreamConfig::default(),
             fleet: FleetConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
@@ -192,6 +194,76 @@ impl Default for FleetConfig {
 impl FleetConfig {
     pub fn feed_retention(&self) -> Duration {
         Duration::from_secs(self.feed_retention_s)
+    }
+}
+
+/// How a version's endpoints are chosen, ejected and retried, and how a candidate is
+/// checked before a move.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Connect errors, timeouts or 5xx answers in a row that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// How long the first ejection lasts, ms; each further one in a row doubles it.
+    pub ejection_base_ms: u64,
+    /// The longest an ejection lasts, ms.
+    pub ejection_max_ms: u64,
+    /// Further endpoints tried for one request at most.
+    pub retries: u32,
+    /// Retries started in the last 10 s may be this share (%) of the requests
+    /// started in the last 10 s of the version on this node …
+    pub retry_budget_percent: u32,
+    /// … plus this many per second.
+    pub retry_budget_min_per_s: u32,
+    /// The time each endpoint of a candidate has to pass the gate's probe, ms.
+    pub gate_timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            ejection_base_ms: 30_000,
+            ejection_max_ms: 300_000,
+            retries: 1,
+            retry_budget_percent: 20,
+            retry_budget_min_per_s: 3,
+            gate_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.consecutive_failures == 0 {
+            return Err(err("upstream.consecutive_failures", "must be at least 1"));
+        }
+        if self.ejection_base_ms == 0 {
+            return Err(err("upstream.ejection_base_ms", "must be greater than 0"));
+        }
+        if self.ejection_max_ms < self.ejection_base_ms {
+            return Err(err(
+                "upstream.ejection_max_ms",
+                "must be at least upstream.ejection_base_ms",
+            ));
+        }
+        if self.retries > 15 {
+            return Err(err("upstream.retries", "at most 15"));
+        }
+        if self.retry_budget_percent > 100 {
+            return Err(err(
+                "upstream.retry_budget_percent",
+                "a percentage, 0 to 100",
+            ));
+        }
+        if self.gate_timeout_ms == 0 || self.gate_timeout_ms > 60_000 {
+            return Err(err("upstream.gate_timeout_ms", "between 1 and 60000"));
+        }
+        Ok(())
+    }
+
+    pub fn gate_timeout(&self) -> Duration {
+        Duration::from_millis(self.gate_timeout_ms)
     }
 }
 
@@ -387,6 +459,7 @@ impl Config {
                 "at most 16777216 (bodies larger than the buffer are streamed)",
             ));
         }
+        self.upstream.check()?;
         if self.workers > 1024 {
             return Err(err("workers", "at most 1024 (0 = one per CPU)"));
         }
@@ -484,6 +557,22 @@ mod tests {
                 "proxy.request_buffer_bytes",
             ),
             ("[fleet]\nfeed_retention_s = 0", "fleet.feed_retention_s"),
+            (
+                "[upstream]\nconsecutive_failures = 0",
+                "upstream.consecutive_failures",
+            ),
+            (
+                "[upstream]\nejection_base_ms = 10\nejection_max_ms = 5",
+                "upstream.ejection_max_ms",
+            ),
+            (
+                "[upstream]\nretry_budget_percent = 101",
+                "upstream.retry_budget_percent",
+            ),
+            (
+                "[upstream]\ngate_timeout_ms = 0",
+                "upstream.gate_timeout_ms",
+            ),
         ];
         for (text, setting) in cases {
             let e = Config::parse(text).unwrap().validate().unwrap_err();

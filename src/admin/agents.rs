@@ -86,6 +86,13 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
             let version = admin.store.version(agent(a)?, version_ref(v)?).await?;
             Ok(json_response(StatusCode::OK, &version))
         }
+        (&Method::GET, ["agents", a, "versions", v, "health"]) => {
+            let version = admin.store.version(agent(a)?, version_ref(v)?).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &version_health(&admin.table, &version),
+            ))
+        }
         (&Method::GET, ["agents", a, "versions", x, "diff", y]) => {
             let a = agent(a)?;
             let from = admin.store.version(a.clone(), version_ref(x)?).await?;
@@ -150,4 +157,37 @@ async fn snapshot(admin: &Admin, name: AgentName) -> Result<AdminResponse, ApiEr
             "traffic": traffic,
         }),
     ))
+}
+
+/// This node's view of a version's endpoints (`GET …/versions/{v}/health`).
+pub(super) fn version_health(
+    table: &crate::routing::RoutingTable,
+    version: &crate::domain::Version,
+) -> serde_json::Value {
+    let now = crate::domain::now_ms();
+    let states = table.endpoint_states(&version.agent, &version.label(), &version.upstreams);
+    let endpoints: Vec<_> = version
+        .upstreams
+        .iter()
+        .zip(states)
+        .map(|(url, s)| match s {
+            Some(s) => json!({
+                "url": url,
+                "state": s.state(now).as_str(),
+                "checked_at": s.checked_at().map(crate::domain::format_time),
+                "last_error": s.last_error(),
+                "consecutive_failures": s.consecutive_failures(),
+                "outstanding": s.outstanding(),
+            }),
+            None => json!({
+                "url": url,
+                "state": "unknown",
+                "checked_at": null,
+                "last_error": null,
+                "consecutive_failures": 0,
+                "outstanding": 0,
+            }),
+        })
+        .collect();
+    json!({ "version": version.label(), "endpoints": endpoints })
 }

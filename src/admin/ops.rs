@@ -68,6 +68,10 @@ pub(super) fn metrics(admin: &Admin, method: &Method) -> Result<AdminResponse, A
             ),
         ],
     );
+    let mut state = state;
+    state.push_str(&crate::telemetry::render_endpoint_up(
+        &table.endpoint_health(),
+    ));
     let text = table.metrics().render(&state);
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(

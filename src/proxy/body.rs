@@ -136,6 +136,22 @@ impl ClientBody {
         Ok(())
     }
 
+    /// A copy to send again on another endpoint, when the whole body is in memory
+    /// (read whole, or there is none); None while part of it is still to come.
+    pub fn replay(&self) -> Option<Self> {
+        if self.inner.as_ref().is_some_and(|i| !i.is_end_stream()) {
+            return None;
+        }
+        Some(Self {
+            inner: None,
+            head: self.head.clone(),
+            remaining: self.remaining,
+            idle: self.idle,
+            timer: None,
+            waiting: false,
+        })
+    }
+
     /// The client's next frame under the size and idle limits.
     fn poll_client(
         &mut self,

@@ -18,9 +18,12 @@ pub mod headers;
 pub mod upstream;
 
 use crate::config::{Limits, ProxyConfig, UnderscoreFields};
+use crate::domain::now_ms;
 use crate::envelope::{bearer, error_json, request_id_of};
 use crate::routing::{Route, RoutingTable, Slot, Target};
-use crate::telemetry::{Counted, Metrics, UpstreamErrorKind, AUTH_REASONS};
+use crate::telemetry::{
+    Counted, Metrics, RetryReason, UpstreamErrorKind, UpstreamEvent, AUTH_REASONS,
+};
 use access::{AccessLog, Entry};
 use body::{BodyBroken, BodyTimeout, BodyTooLarge, ClientBody};
 use bytes::Bytes;
@@ -463,17 +466,41 @@ impl Proxy {
             // the upstream's time starts when it is handed the request
             deadline = Instant::now() + self.limits.upstream_response_timeout();
         }
-        let n = target.endpoints.len();
-        let first = target.first_endpoint();
+        let policy = self.table.policy();
+        let multi = target.endpoints.len() > 1;
+        if multi {
+            target.budget.request(now_ms());
+        }
+        // a request that may be sent again after it was sent: GET, HEAD or OPTIONS,
+        // its body in memory, and another endpoint to send it to (only then is the
+        // head copied)
+        let mut spare = if multi && policy.retries > 0 && is_idempotent(req.method()) {
+            req.body().replay().map(|b| copy_head(&req, b))
+        } else {
+            None
+        };
+        let mut tried = 0u32;
+        let mut retries = 0u32;
         let mut last = (ProxyError::UpstreamUnavailable, K::Connect);
-        for i in 0..n {
-            let ep = &target.endpoints[(first + i) % n];
+        loop {
+            let mut no_healthy = false;
+            let Some(i) = target.pick(tried, &mut no_healthy) else {
+                // the last failure was counted where it happened
+                return Err(last);
+            };
+            if no_healthy && tried == 0 {
+                self.upstream_event(trace, target, UpstreamEvent::NoHealthy);
+            }
+            tried |= 1 << i;
+            let ep = &target.endpoints[i];
             trace.upstream = Some(Arc::clone(&ep.addr));
             let Some(pool) = ep.handle.downcast_ref::<UpstreamPool>() else {
                 return Err(foreign_endpoint(ep));
             };
             req.headers_mut().insert(HOST, pool.host.clone());
-            loop {
+            let outstanding = ep.state.begin();
+            // why this attempt failed, and whether the request is still unsent
+            let (failure, unsent) = loop {
                 let (mut up, fresh) = match pool.checkout() {
                     Some(s) => (s, false),
                     None => {
@@ -485,16 +512,19 @@ impl Proxy {
                             Ok(Err(e)) => {
                                 tracing::warn!(upstream.addr = %ep.addr, error.kind = "connect", error.detail = %e, "upstream connection failed");
                                 route.metrics.upstream_error(K::Connect);
-                                last = match e {
+                                let why = e.to_string();
+                                let f = match e {
                                     ConnectError::Timeout => {
                                         (ProxyError::UpstreamTimeout, K::Connect)
                                     }
                                     _ => (ProxyError::UpstreamUnavailable, K::Connect),
                                 };
-                                break;
+                                self.failed(trace, target, i, &why);
+                                break (f, Some(req));
                             }
                             Err(_) => {
                                 route.metrics.upstream_error(K::Timeout);
+                                self.failed(trace, target, i, "no response head in time");
                                 return Err((ProxyError::UpstreamTimeout, K::Timeout));
                             }
                         }
@@ -505,16 +535,20 @@ impl Proxy {
                         let Ok(pool) = Arc::clone(&ep.handle).downcast::<UpstreamPool>() else {
                             return Err(foreign_endpoint(ep));
                         };
-                        return Ok(resp.map(|b| PooledBody::new(b, up, pool)));
+                        if resp.status().is_server_error() {
+                            self.failed(trace, target, i, resp.status().as_str());
+                        } else {
+                            ep.state.succeeded();
+                        }
+                        return Ok(resp.map(|b| PooledBody::new(b, up, pool).holding(outstanding)));
                     }
                     Err(SendFailure::Failed(mut e)) => match e.take_message() {
                         // an idle connection that the upstream had closed: a new one
                         Some(back) if !fresh => req = back,
                         Some(back) => {
-                            req = back;
                             route.metrics.upstream_error(K::Reset);
-                            last = (ProxyError::UpstreamUnavailable, K::Reset);
-                            break;
+                            self.failed(trace, target, i, "connection closed before the request");
+                            break ((ProxyError::UpstreamUnavailable, K::Reset), Some(back));
                         }
                         None => {
                             let (err, kind) = classify_upstream_error(e.error());
@@ -522,23 +556,71 @@ impl Proxy {
                                 // the client's body broke mid-stream: its error, not the
                                 // upstream's (the upstream connection is discarded)
                                 tracing::debug!(upstream.addr = %ep.addr, error.code = err.parts().1, error.detail = %error_chain(e.error()), "client body failed while streaming");
-                            } else {
-                                tracing::warn!(upstream.addr = %ep.addr, error.kind = kind.as_str(), error.detail = %error_chain(e.error()), "upstream call failed");
-                                route.metrics.upstream_error(kind);
+                                return Err((err, kind));
                             }
-                            return Err((err, kind));
+                            let detail = error_chain(e.error());
+                            tracing::warn!(upstream.addr = %ep.addr, error.kind = kind.as_str(), error.detail = %detail, "upstream call failed");
+                            route.metrics.upstream_error(kind);
+                            self.failed(trace, target, i, &detail);
+                            if kind != K::Reset {
+                                return Err((err, kind));
+                            }
+                            // closed before any response byte: a GET may go elsewhere
+                            break ((err, kind), None);
                         }
                     },
                     Err(SendFailure::TimedOut) => {
                         tracing::warn!(upstream.addr = %ep.addr, error.kind = "timeout", "upstream did not answer in time");
                         route.metrics.upstream_error(K::Timeout);
+                        self.failed(trace, target, i, "no response head in time");
                         return Err((ProxyError::UpstreamTimeout, K::Timeout));
                     }
                 }
+            };
+            drop(outstanding);
+            last = failure;
+            // another endpoint: nothing was sent (any method), or the spare copy of a
+            // GET, HEAD or OPTIONS whose connection closed before any response byte
+            let (next, reason) = match unsent {
+                Some(r) => (r, RetryReason::Unsent),
+                None => match spare.take() {
+                    Some(r) => (r, RetryReason::Closed),
+                    None => return Err(last),
+                },
+            };
+            if retries >= policy.retries
+                || !multi
+                || tried.count_ones() as usize >= target.endpoints.len()
+                || !target.budget.try_retry(now_ms(), policy)
+            {
+                return Err(last);
             }
+            if reason == RetryReason::Closed && policy.retries > retries + 1 {
+                // a further retry of a sent request needs a further copy
+                spare = next.body().replay().map(|b| copy_head(&next, b));
+            }
+            retries += 1;
+            self.upstream_event(trace, target, UpstreamEvent::Retry(reason));
+            req = next;
         }
-        // the last failure was counted where it happened
-        Err(last)
+    }
+
+    /// Records a failed attempt on endpoint `i` of `target`, and the ejection it causes.
+    fn failed(&self, trace: &Trace, target: &Target, i: usize, why: &str) {
+        if let Some(ms) =
+            crate::routing::health::record_failure(target, i, why, self.table.policy())
+        {
+            let ep = &target.endpoints[i];
+            tracing::warn!(upstream.addr = %ep.addr, version = ?target.label, ejected_ms = ms, reason = why, "upstream endpoint ejected");
+            self.upstream_event(trace, target, UpstreamEvent::Ejected);
+        }
+    }
+
+    /// Counts a rare upstream event of `target`'s version.
+    fn upstream_event(&self, trace: &Trace, target: &Target, e: UpstreamEvent) {
+        let agent = trace.slot.as_ref().map_or("-", |s| s.agent.as_str());
+        let version = target.label.to_str().unwrap_or("-");
+        self.table.metrics().upstream_event(agent, version, e);
     }
 
     /// The request as the upstream receives it: origin-form target, HTTP/1.1, and the
@@ -571,7 +653,8 @@ impl Proxy {
             Err((e, k))
         };
         let client_upgrade = hyper::upgrade::on(&mut req);
-        let ep = &target.endpoints[target.first_endpoint()];
+        let mut no_healthy = false;
+        let ep = &target.endpoints[target.pick(0, &mut no_healthy).unwrap_or(0)];
         trace.upstream = Some(Arc::clone(&ep.addr));
         let connect = tokio::net::TcpStream::connect(ep.addr.as_ref());
         let stream = match tokio::time::timeout(self.limits.upstream_connect_timeout(), connect)
@@ -766,6 +849,25 @@ impl Fields {
     fn content_length(&self) -> Option<u64> {
         self.content_length.as_ref()?.to_str().ok()?.parse().ok()
     }
+}
+
+/// GET, HEAD and OPTIONS: sent again on another endpoint when the connection closed
+/// before any response byte.
+fn is_idempotent(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    )
+}
+
+/// The upstream request again, with `body`: for a retry after the first was sent.
+fn copy_head(req: &Request<ClientBody>, body: ClientBody) -> Request<ClientBody> {
+    let mut r = Request::new(body);
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -398,6 +398,8 @@ impl Pools {
 pub struct PooledBody {
     inner: Incoming,
     ret: Option<(Box<Upstream>, Arc<UpstreamPool>)>,
+    /// The request counted against its endpoint until the body ends.
+    held: Option<crate::routing::health::Outstanding>,
 }
 
 impl PooledBody {
@@ -405,6 +407,7 @@ impl PooledBody {
         let mut b = Self {
             inner,
             ret: Some((up, pool)),
+            held: None,
         };
         if b.inner.is_end_stream() {
             b.give_back();
@@ -414,10 +417,23 @@ impl PooledBody {
 
     /// A body whose connection is not pooled (upgrades: driven by its own task).
     pub fn unpooled(inner: Incoming) -> Self {
-        Self { inner, ret: None }
+        Self {
+            inner,
+            ret: None,
+            held: None,
+        }
+    }
+
+    /// Keeps the request counted against its endpoint until the body ends.
+    pub fn holding(mut self, o: crate::routing::health::Outstanding) -> Self {
+        if self.ret.is_some() {
+            self.held = Some(o);
+        }
+        self
     }
 
     fn give_back(&mut self) {
+        self.held = None;
         if let Some((up, pool)) = self.ret.take() {
             pool.give_back(up);
         }

@@ -22,10 +22,13 @@ use crate::telemetry::{Metrics, RouteMetrics};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use http::HeaderValue;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub mod health;
 mod verified;
+
+pub use health::{EndpointState, HealthState, Outcome, Replicas, RetryBudget, UpstreamPolicy};
 
 /// What the data plane keeps for one upstream address — the proxy's connection pool —
 /// opaque to the table: the proxy made it and the proxy reads it back.
@@ -57,6 +60,8 @@ pub struct Endpoint {
     pub addr: Arc<str>,
     /// What the data plane keeps for this address (see [`Endpoints`]).
     pub handle: EndpointHandle,
+    /// This node's view of it for this version: load, failures, ejection.
+    pub state: Arc<EndpointState>,
 }
 
 /// The version a slot routes to, with everything the proxy needs pre-built.
@@ -67,38 +72,24 @@ pub struct Target {
     pub label: HeaderValue,
     pub endpoints: Vec<Endpoint>,
     pub stopped: bool,
-    /// Round-robin cursor over `endpoints`.
-    cursor: AtomicUsize,
+    /// Retries of this version on this node ([`health`]).
+    pub budget: Arc<RetryBudget>,
 }
 
 impl Target {
-    fn from_version(v: &Version, endpoints: &dyn Endpoints) -> Self {
-        let endpoints = v
-            .upstreams
-            .iter()
-            .filter_map(|u| {
-                let (addr, handle) = endpoints.endpoint(u)?;
-                Some(Endpoint { addr, handle })
-            })
-            .collect();
-        let label = v.label();
-        Self {
-            version: v.number,
-            label: HeaderValue::from_str(&label)
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            endpoints,
-            stopped: v.state == VersionState::Stopped,
-            cursor: AtomicUsize::new(0),
-        }
+    /// The endpoint for the next attempt, none of those in `tried` ([`health::pick`]).
+    pub fn pick(&self, tried: u32, no_healthy: &mut bool) -> Option<usize> {
+        health::pick(self, tried, no_healthy)
+    }
+}
+
+impl Replicas for Target {
+    fn count(&self) -> usize {
+        self.endpoints.len()
     }
 
-    /// The index of the endpoint to try first (round robin); callers walk on from it
-    /// when an endpoint refuses the connection.
-    pub fn first_endpoint(&self) -> usize {
-        match self.endpoints.len() {
-            0 | 1 => 0,
-            n => self.cursor.fetch_add(1, Ordering::Relaxed) % n,
-        }
+    fn state(&self, i: usize) -> &Arc<EndpointState> {
+        &self.endpoints[i].state
     }
 }
 
@@ -245,6 +236,11 @@ pub struct RoutingTable {
     metrics: Arc<Metrics>,
     endpoints: Arc<dyn Endpoints>,
     slots: DashMap<String, Arc<Slot>>,
+    /// Endpoint states by `agent/vN/url` and retry budgets by `agent/vN`: kept for
+    /// the life of the node, so a version that comes back keeps what was learned.
+    replicas: DashMap<String, Arc<EndpointState>>,
+    budgets: DashMap<String, Arc<RetryBudget>>,
+    policy: UpstreamPolicy,
     tokens: DigestMap<Arc<TokenEntry>>,
     /// This table's identity and key in the workers' verified-token caches.
     cache_key: verified::CacheKey,
@@ -276,11 +272,80 @@ impl RoutingTable {
             metrics,
             endpoints,
             slots: DashMap::new(),
+            replicas: DashMap::new(),
+            budgets: DashMap::new(),
+            policy: UpstreamPolicy::default(),
             tokens: DigestMap::default(),
             cache_key: verified::CacheKey::new(),
             revision: AtomicU64::new(0),
             feed_revision: AtomicU64::new(0),
         }
+    }
+
+    /// Ejection and retry rules (`[upstream]`); set before any route is installed.
+    pub fn with_policy(mut self, policy: UpstreamPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn policy(&self) -> &UpstreamPolicy {
+        &self.policy
+    }
+
+    /// Builds what a slot serves for `v`: its endpoints with their pools and states.
+    fn target(&self, v: &Version) -> Target {
+        let label = v.label();
+        let endpoints = v
+            .upstreams
+            .iter()
+            .filter_map(|u| {
+                let (addr, handle) = self.endpoints.endpoint(u)?;
+                let key = format!("{}/{label}/{u}", v.agent);
+                let state = Arc::clone(
+                    self.replicas
+                        .entry(key)
+                        .or_insert_with(|| Arc::new(EndpointState::new(u)))
+                        .value(),
+                );
+                Some(Endpoint {
+                    addr,
+                    handle,
+                    state,
+                })
+            })
+            .collect();
+        let budget = Arc::clone(
+            self.budgets
+                .entry(format!("{}/{label}", v.agent))
+                .or_default()
+                .value(),
+        );
+        Target {
+            version: v.number,
+            label: HeaderValue::from_str(&label)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            endpoints,
+            stopped: v.state == VersionState::Stopped,
+            budget,
+        }
+    }
+
+    /// This node's states of the endpoints of `agent`'s version `label` (`v3`), in
+    /// the order of `upstreams`; None for those it never routed to.
+    pub fn endpoint_states(
+        &self,
+        agent: &AgentName,
+        label: &str,
+        upstreams: &[String],
+    ) -> Vec<Option<Arc<EndpointState>>> {
+        upstreams
+            .iter()
+            .map(|u| {
+                self.replicas
+                    .get(&format!("{agent}/{label}/{u}"))
+                    .map(|s| Arc::clone(s.value()))
+            })
+            .collect()
     }
 
     /// The last revision of the change feed applied in order.
@@ -347,9 +412,7 @@ impl RoutingTable {
                 );
                 self.slot(agent, environment).install(Route {
                     revision: *revision,
-                    target: version
-                        .as_ref()
-                        .map(|v| Target::from_version(v, self.endpoints.as_ref())),
+                    target: version.as_ref().map(|v| self.target(v)),
                     metrics,
                 });
                 self.note_revision(*revision);
@@ -385,6 +448,31 @@ impl RoutingTable {
 
     pub fn slot_count(&self) -> usize {
         self.slots.len()
+    }
+
+    /// (agent, version, endpoint address, up) of every endpoint of a live version,
+    /// sorted and once each; for `switchyard_upstream_endpoint_up`.
+    pub fn endpoint_health(&self) -> Vec<(String, String, String, bool)> {
+        let now = now_ms();
+        let mut out = std::collections::BTreeSet::new();
+        for s in self.slots.iter() {
+            let r = s.route();
+            let Some(t) = r.target.as_ref() else { continue };
+            let label = t.label.to_str().unwrap_or("unknown");
+            for ep in &t.endpoints {
+                let up = !matches!(
+                    ep.state.state(now),
+                    HealthState::Ejected | HealthState::Unhealthy
+                );
+                out.insert((
+                    s.agent.to_string(),
+                    label.to_owned(),
+                    ep.addr.to_string(),
+                    up,
+                ));
+            }
+        }
+        out.into_iter().collect()
     }
 
     /// (agent, environment, version) of every live pointer, sorted; for metrics.
@@ -527,7 +615,7 @@ mod tests {
     }
 
     #[test]
-    fn stopped_versions_and_round_robin() {
+    fn stopped_versions_and_two_endpoints_both_used() {
         let t = RoutingTable::new();
         let (a, e) = names("bot", "staging");
         let mut v = version(&a, 3, 7);
@@ -535,8 +623,13 @@ mod tests {
         let slot = t.slot(&a, &e);
         let r = slot.route();
         let target = r.target.as_ref().unwrap();
-        let picks: Vec<_> = (0..4).map(|_| target.first_endpoint()).collect();
-        assert_eq!(picks, [0, 1, 0, 1]);
+        let mut seen = [false; 2];
+        for _ in 0..100 {
+            let mut no_healthy = false;
+            seen[target.pick(0, &mut no_healthy).unwrap()] = true;
+            assert!(!no_healthy);
+        }
+        assert_eq!(seen, [true, true], "both endpoints are used");
         v.state = VersionState::Stopped;
         t.apply(&route(&a, &e, 2, Some(v)));
         assert!(slot.route().target.as_ref().unwrap().stopped);

@@ -78,7 +78,10 @@ impl Gateway {
             config.limits.upstream_idle_per_host,
         ));
         Self {
-            table: Arc::new(RoutingTable::with(metrics, Arc::clone(&pools) as _)),
+            table: Arc::new(
+                RoutingTable::with(metrics, Arc::clone(&pools) as _)
+                    .with_policy((&config.upstream).into()),
+            ),
             pools,
             config,
             store,

@@ -38,6 +38,37 @@ pub const APPLY_LAG: &str = "switchyard_store_apply_lag_seconds";
 pub const DEPLOYMENT_INFO: &str = "switchyard_deployment_info";
 pub const REVISION: &str = "switchyard_control_plane_revision";
 pub const BUILD_INFO: &str = "switchyard_build_info";
+pub const ENDPOINT_UP: &str = "switchyard_upstream_endpoint_up";
+pub const EJECTIONS: &str = "switchyard_upstream_ejections_total";
+pub const RETRIES: &str = "switchyard_upstream_retries_total";
+pub const NO_HEALTHY: &str = "switchyard_upstream_no_healthy_total";
+
+/// Why a request went to another endpoint, the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The connection could not be made or closed before the request went out.
+    Unsent,
+    /// A GET, HEAD or OPTIONS whose connection closed before any response byte.
+    Closed,
+}
+
+impl RetryReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unsent => "unsent",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Rare events of a version's endpoints, counted by agent and version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamEvent {
+    Ejected,
+    Retry(RetryReason),
+    /// No endpoint was eligible: every one was tried.
+    NoHealthy,
+}
 
 /// Latency buckets, seconds: 100 µs to 30 s.
 pub const BUCKETS: [f64; 17] = [
@@ -180,6 +211,24 @@ impl Metrics {
             Some(Unit::Seconds),
             "Time from a change's commit on any node to its apply on this one through the change feed (node clocks).",
         );
+        describe(
+            'c',
+            EJECTIONS,
+            None,
+            "Endpoints ejected after failures in a row, by agent and version.",
+        );
+        describe(
+            'c',
+            RETRIES,
+            None,
+            "Requests sent to another endpoint, by agent, version and reason (unsent, closed).",
+        );
+        describe(
+            'c',
+            NO_HEALTHY,
+            None,
+            "Requests that found no eligible endpoint and tried every one, by agent and version.",
+        );
         let handle = recorder.handle();
         let counter = |name: &'static str, l: &[(&'static str, &str)]| {
             recorder.register_counter(&Key::from_parts(name, labels(l)), &META)
@@ -212,6 +261,23 @@ impl Metrics {
             Some(r) => r.route(agent, environment, version),
             None => RouteMetrics::noop(),
         }
+    }
+
+    /// Counts a rare event of a version's endpoints (a series is looked up by its
+    /// labels here: ejections, retries and no-eligible-endpoint requests only).
+    pub fn upstream_event(&self, agent: &str, version: &str, e: UpstreamEvent) {
+        let Some(r) = &self.recorder else { return };
+        let mut l = labels(&[("agent", agent), ("version", version)]);
+        let name = match e {
+            UpstreamEvent::Ejected => EJECTIONS,
+            UpstreamEvent::NoHealthy => NO_HEALTHY,
+            UpstreamEvent::Retry(reason) => {
+                l.push(Label::new("reason", reason.as_str()));
+                RETRIES
+            }
+        };
+        r.register_counter(&Key::from_parts(name, l), &META)
+            .increment(1);
     }
 
     /// Drains histogram samples into their buckets; run every few seconds so memory
@@ -281,6 +347,27 @@ pub fn render_state(
         "{BUILD_INFO}{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
+    s
+}
+
+/// `switchyard_upstream_endpoint_up` for (agent, version, endpoint, up) rows.
+pub fn render_endpoint_up(rows: &[(String, String, String, bool)]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# HELP {ENDPOINT_UP} Whether this node sends traffic to an endpoint of a live version (1) or has found it failing or ejected it (0)."
+    );
+    let _ = writeln!(s, "# TYPE {ENDPOINT_UP} gauge");
+    for (agent, version, endpoint, up) in rows {
+        let _ = writeln!(
+            s,
+            "{ENDPOINT_UP}{{agent=\"{}\",version=\"{}\",endpoint=\"{}\"}} {}",
+            escape_label(agent),
+            escape_label(version),
+            escape_label(endpoint),
+            u8::from(*up)
+        );
+    }
     s
 }
 

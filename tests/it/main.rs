@@ -16,4 +16,5 @@ mod metrics;
 mod outcome;
 mod process;
 mod proxy;
+mod replicas;
 mod support;
