@@ -155,6 +155,8 @@ pub async fn seed(store: &Store, ports: [u16; 2]) -> Result<String, Error> {
                     reason: Some("demo setup".into()),
                     confirm: true,
                     expected_revision: None,
+                    force: false,
+                    expect_version: None,
                 }))
                 .await?;
         }

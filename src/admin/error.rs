@@ -23,10 +23,11 @@ pub enum Code {
     InvalidVersion,
     StoreUnavailable,
     Internal,
+    CandidateUnhealthy,
 }
 
 impl Code {
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 15] = [
         Self::BadRequest,
         Self::Unauthenticated,
         Self::Forbidden,
@@ -41,6 +42,7 @@ impl Code {
         Self::InvalidVersion,
         Self::StoreUnavailable,
         Self::Internal,
+        Self::CandidateUnhealthy,
     ];
 
     /// Status and wire name. No `_` arm: a new code must be placed here.
@@ -62,6 +64,7 @@ impl Code {
             Self::InvalidVersion => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_version"),
             Self::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::CandidateUnhealthy => (StatusCode::CONFLICT, "candidate_unhealthy"),
         }
     }
 
@@ -82,6 +85,7 @@ impl Code {
             Self::InvalidVersion => 11,
             Self::StoreUnavailable => 12,
             Self::Internal => 13,
+            Self::CandidateUnhealthy => 14,
         }
     }
 }
@@ -91,6 +95,8 @@ impl Code {
 pub struct ApiError {
     pub code: Code,
     pub message: String,
+    /// What the envelope carries beside the message (`error.details`), when any.
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -98,7 +104,13 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
     }
 
     pub fn status(&self) -> StatusCode {
@@ -142,6 +154,7 @@ pub fn classify(e: &DomainError) -> Code {
         D::NothingToRollBack(_) => Code::Conflict,
         D::ConfirmationRequired { .. } => Code::ConfirmationRequired,
         D::RevisionConflict { .. } => Code::RevisionConflict,
+        D::CandidateChanged(_) => Code::Conflict,
     }
 }
 
@@ -199,6 +212,7 @@ mod tests {
             (422, "invalid_version"),
             (503, "store_unavailable"),
             (500, "internal"),
+            (409, "candidate_unhealthy"),
         ];
         // the length is in the type: a code added to ALL must be added here
         let expected: [(u16, &str); Code::ALL.len()] = expected;
@@ -266,6 +280,7 @@ mod tests {
                 },
                 Code::RevisionConflict,
             ),
+            (D::CandidateChanged(s()), Code::Conflict),
             (D::TokenNotFound(s()), Code::NotFound),
             (D::AdminTokenNotFound(s()), Code::NotFound),
             (D::AdminTokenExists(s()), Code::Conflict),
@@ -286,9 +301,10 @@ mod tests {
             D::NothingToRollBack(_) => 10,
             D::ConfirmationRequired { .. } => 11,
             D::RevisionConflict { .. } => 12,
-            D::TokenNotFound(_) => 13,
-            D::AdminTokenNotFound(_) => 14,
-            D::AdminTokenExists(_) => 15,
+            D::CandidateChanged(_) => 13,
+            D::TokenNotFound(_) => 14,
+            D::AdminTokenNotFound(_) => 15,
+            D::AdminTokenExists(_) => 16,
         };
         let placed: Vec<usize> = table.iter().map(|(e, _)| place(e)).collect();
         assert_eq!(placed, (0..table.len()).collect::<Vec<_>>());

@@ -15,6 +15,7 @@
 
 mod agents;
 pub mod error;
+mod gate;
 mod identities;
 mod moves;
 mod ops;
@@ -125,7 +126,15 @@ impl Admin {
                 if e.status().is_server_error() {
                     tracing::warn!(error.code = e.code_name(), "admin request failed");
                 }
-                let mut r = Response::new(Full::new(error_json(e.code_name(), &e.message, &rid)));
+                let body = match &e.details {
+                    None => error_json(e.code_name(), &e.message, &rid),
+                    // rare (a refused gate): a JSON value is fine here
+                    Some(d) => Bytes::from(
+                        serde_json::json!({"error": {"code": e.code_name(), "message": e.message, "request_id": rid, "details": d}})
+                            .to_string(),
+                    ),
+                };
+                let mut r = Response::new(Full::new(body));
                 *r.status_mut() = e.status();
                 r.headers_mut().insert(CONTENT_TYPE, JSON);
                 r

@@ -29,6 +29,8 @@ struct MoveBody {
     confirm: bool,
     #[serde(default)]
     expected_revision: Option<u64>,
+    #[serde(default)]
+    force: bool,
 }
 
 /// `/v1/agents/{agent}/environments/{env}/{deploy|promote|rollback|undeploy|history}`.
@@ -40,6 +42,14 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
         ) => {
             let mut req = move_request(op, agent(a)?, env(e)?, &c.body, c.who.name.clone())?;
             req.on_behalf_of = c.on_behalf_of.clone();
+            if !req.force {
+                // deploy and promote: the candidate answers first (a rollback is
+                // never held up by a probe)
+                if let Some(v) = super::gate::candidate(admin, &req).await? {
+                    super::gate::check(&admin.table, &v).await?;
+                    req.expect_version = Some(v.number);
+                }
+            }
             let span = tracing::info_span!("move", action = *op, agent = %req.agent, environment = %req.environment);
             let applied = admin
                 .execute(Command::Move(req), &c.who.name)
@@ -104,7 +114,11 @@ fn move_request(
             }
         }
         "rollback" => {
-            refuse(&[("version", b.version.is_some()), ("to", b.to.is_some())])?;
+            refuse(&[
+                ("version", b.version.is_some()),
+                ("to", b.to.is_some()),
+                ("force", b.force),
+            ])?;
             MoveKind::Rollback {
                 to_version: b
                     .to_version
@@ -118,6 +132,7 @@ fn move_request(
                 ("version", b.version.is_some()),
                 ("to", b.to.is_some()),
                 ("to_version", b.to_version.is_some()),
+                ("force", b.force),
             ])?;
             MoveKind::Undeploy
         }
@@ -131,6 +146,8 @@ fn move_request(
         reason: b.reason.filter(|r| !r.is_empty()),
         confirm: b.confirm,
         expected_revision: b.expected_revision,
+        force: b.force,
+        expect_version: None,
     })
 }
 

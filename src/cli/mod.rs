@@ -73,6 +73,10 @@ pub enum ClientCmd {
         reason: Option<String>,
         #[arg(long)]
         expected_revision: Option<u64>,
+        /// Move even if the version's endpoints do not answer the health gate (the
+        /// history says forced).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         c: ClientOpts,
     },
@@ -86,6 +90,10 @@ pub enum ClientCmd {
         reason: Option<String>,
         #[arg(long)]
         expected_revision: Option<u64>,
+        /// Move even if the version's endpoints do not answer the health gate (the
+        /// history says forced).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         c: ClientOpts,
     },

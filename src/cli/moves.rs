@@ -19,9 +19,13 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
             ref version,
             ref reason,
             expected_revision,
+            force,
             ..
         } => {
-            let body = with_common(json!({"version": version}), reason, expected_revision);
+            let mut body = with_common(json!({"version": version}), reason, expected_revision);
+            if force {
+                body["force"] = json!(true);
+            }
             let m = MoveCall {
                 agent,
                 env: environment,
@@ -37,6 +41,7 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
             ref to,
             ref reason,
             expected_revision,
+            force,
             ..
         } => {
             let target = match to {
@@ -48,6 +53,9 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
             let mut body = with_common(json!({}), reason, expected_revision);
             if let Some(t) = to {
                 body["to"] = json!(t);
+            }
+            if force {
+                body["force"] = json!(true);
             }
             let m = MoveCall {
                 agent,
@@ -192,6 +200,7 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                     ("TO", "version"),
                     ("ACTOR", "actor"),
                     ("FOR", "on_behalf_of"),
+                    ("FORCED", "forced"),
                     ("REASON", "reason"),
                 ],
             );

@@ -116,6 +116,8 @@ pub enum DomainError {
         expected: u64,
         current: u64,
     },
+    #[error("the version live in {0} changed while the candidate was checked; try again")]
+    CandidateChanged(String),
     #[error("token {0} not found")]
     TokenNotFound(String),
     #[error("admin token {0} not found")]

@@ -111,6 +111,10 @@ pub struct MoveRequest {
     pub reason: Option<String>,
     pub confirm: bool,
     pub expected_revision: Option<u64>,
+    /// The gate was skipped on request (`"force": true`); the history says so.
+    pub force: bool,
+    /// The version the gate checked: the move is refused if another would go live.
+    pub expect_version: Option<u32>,
 }
 
 /// A recorded move: one row of an environment's history.
@@ -128,6 +132,8 @@ pub struct Move {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
     pub reason: Option<String>,
+    /// Moved with `"force": true`, past the health gate.
+    pub forced: bool,
     pub revision: u64,
     #[serde(serialize_with = "ser_time")]
     pub at: Millis,

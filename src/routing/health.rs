@@ -28,6 +28,8 @@ pub struct UpstreamPolicy {
     pub retries: u32,
     pub retry_budget_percent: u32,
     pub retry_budget_min_per_s: u32,
+    /// The time each endpoint of a candidate has to pass the gate's probe, ms.
+    pub gate_timeout_ms: u64,
 }
 
 impl Default for UpstreamPolicy {
@@ -45,6 +47,7 @@ impl From<&UpstreamConfig> for UpstreamPolicy {
             retries: c.retries,
             retry_budget_percent: c.retry_budget_percent,
             retry_budget_min_per_s: c.retry_budget_min_per_s,
+            gate_timeout_ms: c.gate_timeout_ms,
         }
     }
 }

@@ -323,6 +323,9 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
             None
         }
     };
+    if req.expect_version.is_some() && req.expect_version != target {
+        return Err(DomainError::CandidateChanged(source.name.to_string()).into());
+    }
     if let (Some(t), Some(c)) = (target, cur.version) {
         if t == c {
             return Err(DomainError::AlreadyLive {
@@ -344,6 +347,7 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
         actor: req.actor,
         on_behalf_of: req.on_behalf_of,
         reason: req.reason,
+        forced: req.force,
         revision,
         at: now,
         previous_since: cur.version.map(|_| cur.since),

@@ -103,6 +103,7 @@ CREATE TABLE IF NOT EXISTS admin_tokens (
     revoked_at  BIGINT
 );
 ALTER TABLE history ADD COLUMN IF NOT EXISTS on_behalf_of TEXT;
+ALTER TABLE history ADD COLUMN IF NOT EXISTS forced BOOLEAN NOT NULL DEFAULT false;
 
 CREATE TABLE IF NOT EXISTS events (
     revision    BIGINT NOT NULL,
@@ -311,7 +312,7 @@ fn version_from(r: &Row) -> Result<Version> {
     })
 }
 
-const MOVE_COLS: &str = "agent, environment, action, version, previous, actor, reason, revision, at, previous_since, on_behalf_of";
+const MOVE_COLS: &str = "agent, environment, action, version, previous, actor, reason, revision, at, previous_since, on_behalf_of, forced";
 
 fn move_from(r: &Row) -> Result<Move> {
     let action: String = get(r, 2)?;
@@ -324,6 +325,7 @@ fn move_from(r: &Row) -> Result<Move> {
         actor: get(r, 5)?,
         on_behalf_of: get(r, 10)?,
         reason: get(r, 6)?,
+        forced: get(r, 11)?,
         revision: get::<i64>(r, 7)? as u64,
         at: get(r, 8)?,
         previous_since: get(r, 9)?,
@@ -584,8 +586,8 @@ impl Tx for PgTx<'_> {
         self.exec(
             "INSERT INTO history (revision, agent, environment, action, version, previous,
                  previous_since, actor, reason, at, undo_depth, undo_top, undo_next,
-                 on_behalf_of)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                 on_behalf_of, forced)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             &[
                 &(mv.revision as i64),
                 &mv.agent.as_str(),
@@ -601,6 +603,7 @@ impl Tx for PgTx<'_> {
                 &top,
                 &next,
                 &mv.on_behalf_of,
+                &mv.forced,
             ],
         )?;
         self.exec(

@@ -90,7 +90,10 @@ CREATE TABLE IF NOT EXISTS admin_tokens (
 
 /// Columns added after a table was first created: (table, column, type). Added on
 /// open when missing, so a file written by an older release keeps working.
-const ADDED_COLUMNS: [(&str, &str, &str); 1] = [("history", "on_behalf_of", "TEXT")];
+const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+    ("history", "on_behalf_of", "TEXT"),
+    ("history", "forced", "INTEGER NOT NULL DEFAULT 0"),
+];
 
 /// SQLite's errors: busy or locked (another writer holds the file past the busy
 /// timeout) is a retryable outage with nothing written; anything else is the
@@ -248,7 +251,7 @@ fn version_from(row: VersionRow) -> Result<Version> {
     })
 }
 
-const MOVE_COLS: &str = "agent, environment, action, version, previous, actor, reason, revision, at, previous_since, on_behalf_of";
+const MOVE_COLS: &str = "agent, environment, action, version, previous, actor, reason, revision, at, previous_since, on_behalf_of, forced";
 
 type MoveRow = (
     String,
@@ -262,6 +265,7 @@ type MoveRow = (
     i64,
     Option<i64>,
     Option<String>,
+    bool,
 );
 
 fn move_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MoveRow> {
@@ -277,6 +281,7 @@ fn move_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MoveRow> {
         r.get(8)?,
         r.get(9)?,
         r.get(10)?,
+        r.get(11)?,
     ))
 }
 
@@ -293,6 +298,7 @@ fn move_from(row: MoveRow) -> Result<Move> {
         at,
         previous_since,
         on_behalf_of,
+        forced,
     ) = row;
     Ok(Move {
         agent: agent_name(agent)?,
@@ -303,6 +309,7 @@ fn move_from(row: MoveRow) -> Result<Move> {
         actor,
         on_behalf_of,
         reason,
+        forced,
         revision: revision as u64,
         at,
         previous_since,
@@ -637,8 +644,8 @@ impl Tx for SqliteTx<'_> {
         self.exec_cached(
             "INSERT INTO history (revision, agent, environment, action, version, previous,
                      previous_since, actor, reason, at, undo_depth, undo_top, undo_next,
-                     on_behalf_of)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     on_behalf_of, forced)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 mv.revision as i64,
                 mv.agent.as_str(),
@@ -653,7 +660,8 @@ impl Tx for SqliteTx<'_> {
                 p.undo.depth,
                 p.undo.top,
                 p.undo.next as i64,
-                mv.on_behalf_of
+                mv.on_behalf_of,
+                mv.forced
             ],
         )
         .map_err(backend)?;

@@ -171,10 +171,11 @@ async fn agents_and_versions() {
 async fn deploy_promote_confirm_and_snapshot() {
     let g = TestGateway::start().await;
     g.post("/v1/agents", json!({"name": "bot"})).await;
-    for port in [9001, 9002] {
+    for _ in 0..2 {
+        let up = accepting().await;
         g.post(
             "/v1/agents/bot/versions",
-            json!({"upstreams": [format!("http://127.0.0.1:{port}")]}),
+            json!({"upstreams": [format!("http://{up}")]}),
         )
         .await;
     }
@@ -300,10 +301,11 @@ async fn deploy_promote_confirm_and_snapshot() {
 async fn rollback_walks_back_and_history_is_newest_first() {
     let g = TestGateway::start().await;
     g.post("/v1/agents", json!({"name": "bot"})).await;
-    for port in 1..=4 {
+    for _ in 1..=4 {
+        let up = accepting().await;
         g.post(
             "/v1/agents/bot/versions",
-            json!({"upstreams": [format!("http://127.0.0.1:{port}")]}),
+            json!({"upstreams": [format!("http://{up}")]}),
         )
         .await;
     }
@@ -394,10 +396,11 @@ async fn rollback_walks_back_and_history_is_newest_first() {
 async fn expected_revision_conflicts_change_nothing() {
     let g = TestGateway::start().await;
     g.post("/v1/agents", json!({"name": "bot"})).await;
-    for port in [1, 2] {
+    for _ in 0..2 {
+        let up = accepting().await;
         g.post(
             "/v1/agents/bot/versions",
-            json!({"upstreams": [format!("http://127.0.0.1:{port}")]}),
+            json!({"upstreams": [format!("http://{up}")]}),
         )
         .await;
     }
@@ -450,19 +453,17 @@ async fn expected_revision_conflicts_change_nothing() {
 #[tokio::test]
 async fn stopped_versions_cannot_move_and_other_agents_versions_are_refused() {
     let g = TestGateway::start().await;
+    let up = format!("http://{}", accepting().await);
     for a in ["bot", "other"] {
         g.post("/v1/agents", json!({"name": a})).await;
         g.post(
             &format!("/v1/agents/{a}/versions"),
-            json!({"upstreams": ["http://127.0.0.1:1"]}),
+            json!({"upstreams": [up]}),
         )
         .await;
     }
-    g.post(
-        "/v1/agents/bot/versions",
-        json!({"upstreams": ["http://127.0.0.1:2"]}),
-    )
-    .await;
+    g.post("/v1/agents/bot/versions", json!({"upstreams": [up]}))
+        .await;
     let (s, v) = g.post("/v1/agents/bot/versions/v2/stop", json!({})).await;
     assert_eq!((s.as_u16(), v["state"].as_str()), (200, Some("stopped")));
     let (s, b) = g

@@ -45,6 +45,8 @@ fn mv(a: &str, e: &str, kind: MoveKind) -> Command {
         reason: None,
         confirm: true,
         expected_revision: None,
+        force: false,
+        expect_version: None,
     })
 }
 
@@ -193,8 +195,21 @@ async fn moves_history_and_rollback() {
     let _pg = PG_LOCK.read().await;
     for (name, s, _, _dir) in stores("conformance::moves_history_and_rollback").await {
         setup(&s, "bot", 3).await;
+        // the gate checked another version than the one that would go live: refused
+        let mut changed = deploy("bot", "staging", 1);
+        if let Command::Move(r) = &mut changed {
+            r.expect_version = Some(2);
+        }
+        let e = domain(s.execute(changed).await.unwrap_err());
+        assert!(matches!(e, DomainError::CandidateChanged(_)), "{name}");
         for v in 1..=3 {
-            s.execute(deploy("bot", "staging", v)).await.unwrap();
+            let mut d = deploy("bot", "staging", v);
+            if let Command::Move(r) = &mut d {
+                // the third past the gate, and checked: the history keeps both
+                r.force = v == 3;
+                r.expect_version = Some(v);
+            }
+            s.execute(d).await.unwrap();
         }
         assert_eq!(
             moved_to(&s.execute(rollback("bot", "staging")).await.unwrap().outcome),
@@ -250,6 +265,8 @@ async fn moves_history_and_rollback() {
             h.windows(2).all(|w| w[0].revision > w[1].revision),
             "{name}: newest first"
         );
+        let forced: Vec<_> = h.iter().map(|m| m.forced).collect();
+        assert_eq!(forced, [false, false, true, false, false], "{name}");
         let page = s
             .history(agent("bot"), env("staging"), 2, Some(h[1].revision))
             .await

@@ -8,6 +8,7 @@ mod conformance;
 mod desync;
 mod durability;
 mod fleet;
+mod gate;
 mod hardening;
 mod http2;
 mod identity;

@@ -172,13 +172,14 @@ async fn cli_drives_the_admin_api() {
         .unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("bot"));
-    for port in ["http://127.0.0.1:9001", "http://127.0.0.1:9002"] {
+    for _ in 0..2 {
+        let port = format!("http://{}", accepting().await);
         let (code, _, err) = run(vec![
             "versions",
             "create",
             "bot",
             "--upstream",
-            port,
+            &port,
             "--config",
             r#"{"model":"m"}"#,
         ])
@@ -232,6 +233,23 @@ async fn cli_drives_the_admin_api() {
     assert_eq!(h["entries"][0]["action"], "rollback");
     let (_, out, _) = run(vec!["diff", "bot", "v1", "v2"]).await.unwrap();
     assert!(out.contains("/upstreams/0"), "{out}");
+
+    // the health gate: a version whose endpoint refuses does not go live …
+    let dead = format!("http://{}", dead_address().await);
+    let (code, _, err) = run(vec!["versions", "create", "bot", "--upstream", &dead])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(vec!["deploy", "bot", "sandbox", "v3"]).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("not healthy"), "{err}");
+    // … unless forced, and the history says so
+    let (code, _, err) = run(vec!["deploy", "bot", "sandbox", "v3", "--force"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(vec!["history", "bot", "sandbox"]).await.unwrap();
+    assert!(out.contains("FORCED") && out.contains("true"), "{out}");
 
     let (code, out, _) = run(vec!["token", "create", "bot", "staging", "--name", "ci"])
         .await

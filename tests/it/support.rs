@@ -214,11 +214,14 @@ impl TestGateway {
         }
     }
 
+    /// Deploys `version` (confirmed, past the health gate: tests of the proxy deploy
+    /// upstreams that are meant to fail, or that count connections; the gate has its
+    /// own tests in `gate.rs`).
     pub async fn deploy(&self, agent: &str, env: &str, version: &str) -> Value {
         let (s, b) = self
             .post(
                 &format!("/v1/agents/{agent}/environments/{env}/deploy"),
-                json!({"version": version, "confirm": true}),
+                json!({"version": version, "confirm": true, "force": true}),
             )
             .await;
         assert_eq!(s, 200, "{b}");
@@ -482,6 +485,15 @@ pub async fn counting_upstream(label: &'static str) -> (SocketAddr, Arc<Seen>) {
     (addr, seen)
 }
 
+/// A loopback address that accepts connections (and closes them): an upstream that
+/// passes the health gate's connect probe.
+pub async fn accepting() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a = l.local_addr().expect("addr");
+    tokio::spawn(async move { while l.accept().await.is_ok() {} });
+    a
+}
+
 /// A loopback address where nothing listens (bound, then closed).
 pub async fn dead_address() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -653,13 +665,13 @@ impl Binary {
         }
     }
 
-    /// Deploys `version` of `agent` to `env` (confirmed).
+    /// Deploys `version` of `agent` to `env` (confirmed, past the health gate).
     pub async fn deploy(&self, agent: &str, env: &str, version: &str) {
         let (s, b) = self
             .admin_call(
                 Method::POST,
                 &format!("/v1/agents/{agent}/environments/{env}/deploy"),
-                Some(json!({ "version": version, "confirm": true })),
+                Some(json!({ "version": version, "confirm": true, "force": true })),
             )
             .await
             .expect("admin answers");

@@ -1,0 +1,90 @@
+//! The promotion gate: before a deploy or a promote moves a pointer, each endpoint of
+//! the version that would go live is probed (a TCP connect within `[upstream]
+//! gate_timeout_ms`, all at once); fewer passing than the version needs is a 409
+//! `candidate_unhealthy` naming every endpoint's result, and nothing changes.
+//! `"force": true` skips it (the history says `forced`); a rollback never waits for it.
+//!
+//! The version that was checked travels with the move (`expect_version`): if another
+//! one would go live by the time the move commits, it is refused instead.
+
+use super::error::{ApiError, Code};
+use super::Admin;
+use crate::domain::{MoveKind, MoveRequest, Version, VersionRef};
+use crate::routing::RoutingTable;
+use serde_json::json;
+use std::time::Duration;
+
+/// Endpoints that must pass for a candidate to go live.
+pub const MIN_HEALTHY: usize = 1;
+
+/// The version a deploy or promote would make live, when it can be told before the
+/// move (otherwise the move itself answers why it cannot be made).
+pub(super) async fn candidate(
+    admin: &Admin,
+    req: &MoveRequest,
+) -> Result<Option<Version>, ApiError> {
+    let version = match &req.kind {
+        MoveKind::Deploy { version } => version.clone(),
+        MoveKind::Promote { .. } => {
+            let Some(slot) = admin.table.find_slot(&req.agent, &req.environment) else {
+                return Ok(None);
+            };
+            let route = slot.route();
+            let Some(t) = route.target.as_ref() else {
+                return Ok(None);
+            };
+            VersionRef {
+                agent: None,
+                number: t.version,
+            }
+        }
+        MoveKind::Rollback { .. } | MoveKind::Undeploy => return Ok(None),
+    };
+    match admin.store.version(req.agent.clone(), version).await {
+        // a stopped version cannot move: the move says so
+        Ok(v) if v.state == crate::domain::VersionState::Stopped => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        // not found and the like: the move gives the same answer with its own words
+        Err(crate::store::Error::Domain(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One endpoint's probe: `None` when it passed, else why not.
+async fn probe(url: &str, timeout: Duration) -> Option<String> {
+    let addr = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let addr = addr.trim_end_matches('/');
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("connect failed: {e}")),
+        Err(_) => Some(format!("no connection within {} ms", timeout.as_millis())),
+    }
+}
+
+/// Probes every endpoint of `v` at once; a 409 `candidate_unhealthy` when fewer than
+/// [`MIN_HEALTHY`] pass.
+pub(super) async fn check(table: &RoutingTable, v: &Version) -> Result<(), ApiError> {
+    let timeout = Duration::from_millis(table.policy().gate_timeout_ms);
+    let results =
+        futures_util::future::join_all(v.upstreams.iter().map(|u| probe(u, timeout))).await;
+    let passed = results.iter().filter(|r| r.is_none()).count();
+    if passed >= MIN_HEALTHY.min(v.upstreams.len()) {
+        return Ok(());
+    }
+    let endpoints: Vec<_> = v
+        .upstreams
+        .iter()
+        .zip(&results)
+        .map(|(url, r)| json!({"url": url, "passed": r.is_none(), "error": r}))
+        .collect();
+    tracing::warn!(agent = %v.agent, version = %v.label(), passed, "move refused: the candidate is not healthy");
+    Err(ApiError::new(
+        Code::CandidateUnhealthy,
+        format!(
+            "{} is not healthy: {passed} of {} endpoints answered, {MIN_HEALTHY} needed; nothing changed (\"force\": true moves it anyway)",
+            v.label(),
+            v.upstreams.len()
+        ),
+    )
+    .with_details(json!({ "endpoints": endpoints, "min_healthy": MIN_HEALTHY })))
+}
