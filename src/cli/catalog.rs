@@ -100,9 +100,14 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                 }
             }
             VersionsCmd::Show { agent, version } => {
-                let v = api
+                let mut v = api
                     .get(&format!("/v1/agents/{agent}/versions/{version}"))
                     .await?;
+                // this node's view of the endpoints beside the record
+                let h = api
+                    .get(&format!("/v1/agents/{agent}/versions/{version}/health"))
+                    .await?;
+                v["health"] = h["endpoints"].clone();
                 print_json(&v);
             }
             VersionsCmd::Create {

@@ -250,6 +250,14 @@ async fn cli_drives_the_admin_api() {
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = run(vec!["history", "bot", "sandbox"]).await.unwrap();
     assert!(out.contains("FORCED") && out.contains("true"), "{out}");
+    let (code, out, err) = run(vec!["versions", "show", "bot", "v3"]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["health"][0]["url"], dead.as_str(), "{out}");
+    assert_eq!(
+        v["health"][0]["state"], "unknown",
+        "no request has told yet: {out}"
+    );
 
     let (code, out, _) = run(vec!["token", "create", "bot", "staging", "--name", "ci"])
         .await
