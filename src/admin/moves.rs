@@ -55,6 +55,11 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
                 .execute(Command::Move(req), &c.who.name)
                 .instrument(span)
                 .await?;
+            if *op == "rollback" {
+                if let crate::store::Outcome::Move(m) = &applied.outcome {
+                    return Ok(rollback_answer(admin, m).await);
+                }
+            }
             Ok(outcome_response(StatusCode::OK, applied))
         }
         (&Method::GET, ["agents", a, "environments", e, "history"]) => {
@@ -70,6 +75,22 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
         }
         _ => Err(c.unmatched()),
     }
+}
+
+/// A rollback's answer: the move and, since no probe held it up, the target's last
+/// known health on this node (left out if the version cannot be read back now).
+async fn rollback_answer(admin: &Admin, m: &crate::domain::Move) -> super::AdminResponse {
+    let mut v = serde_json::to_value(m).unwrap_or(serde_json::Value::Null);
+    if let Some(n) = m.version {
+        let r = VersionRef {
+            agent: None,
+            number: n,
+        };
+        if let Ok(version) = admin.store.version(m.agent.clone(), r).await {
+            v["health"] = super::agents::version_health(&admin.table, &version)["endpoints"].take();
+        }
+    }
+    json_response(StatusCode::OK, &v)
 }
 
 /// Builds a move request from a body; each action accepts only its own fields.

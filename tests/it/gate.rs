@@ -103,6 +103,9 @@ async fn a_candidate_that_does_not_answer_is_refused_and_nothing_changes() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["version"], "v2");
     assert!(started.elapsed() < Duration::from_millis(500));
+    // … and its answer carries what this node last knew of the target's endpoints
+    assert_eq!(b["health"][0]["url"], format!("http://{dead}"), "{b}");
+    assert_eq!(b["health"][0]["state"], "unhealthy", "{b}");
     // `force` belongs to the gated moves only
     let (s, b) = g
         .post(
