@@ -94,7 +94,9 @@ async fn a_commit_is_applied_even_when_the_admin_client_leaves_at_once() {
             b.admin,
             "POST",
             "/v1/agents/bot/environments/staging/deploy",
-            &json!({ "version": target }),
+            // past the health gate: its probe runs before the commit, in the request,
+            // and a client that leaves during it cancels the move (nothing committed)
+            &json!({ "version": target, "force": true }),
             (i % 5) * 500,
         )
         .await;
