@@ -19,38 +19,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The ejection and retry rules of `[upstream]`, as the data plane uses them.
-#[derive(Debug, Clone)]
-pub struct UpstreamPolicy {
-    pub consecutive_failures: u32,
-    pub ejection_base_ms: u64,
-    pub ejection_max_ms: u64,
-    pub retries: u32,
-    pub retry_budget_percent: u32,
-    pub retry_budget_min_per_s: u32,
-    /// The time each endpoint of a candidate has to pass the gate's probe, ms.
-    pub gate_timeout_ms: u64,
-}
-
-impl Default for UpstreamPolicy {
-    fn default() -> Self {
-        Self::from(&UpstreamConfig::default())
-    }
-}
-
-impl From<&UpstreamConfig> for UpstreamPolicy {
-    fn from(c: &UpstreamConfig) -> Self {
-        Self {
-            consecutive_failures: c.consecutive_failures,
-            ejection_base_ms: c.ejection_base_ms,
-            ejection_max_ms: c.ejection_max_ms,
-            retries: c.retries,
-            retry_budget_percent: c.retry_budget_percent,
-            retry_budget_min_per_s: c.retry_budget_min_per_s,
-            gate_timeout_ms: c.gate_timeout_ms,
-        }
-    }
-}
+/// The ejection, retry and gate rules: `[upstream]` as configured.
+pub type UpstreamPolicy = UpstreamConfig;
 
 /// One endpoint of one version as this node sees it.
 #[derive(Debug)]

@@ -80,7 +80,7 @@ impl Gateway {
         Self {
             table: Arc::new(
                 RoutingTable::with(metrics, Arc::clone(&pools) as _)
-                    .with_policy((&config.upstream).into()),
+                    .with_policy(config.upstream.clone()),
             ),
             pools,
             config,
