@@ -44,6 +44,7 @@ pub struct Config {
     pub limits: Limits,
     pub proxy: ProxyConfig,
     pub upstream: UpstreamConfig,
+    pub upstream_tls: UpstreamTlsConfig,
     pub fleet: FleetConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
@@ -70,6 +71,7 @@ impl Default for Config {
             limits: Limits::default(),
             proxy: ProxyConfig::default(),
             upstream: UpstreamConfig::default(),
+            upstream_tls: UpstreamTlsConfig::default(),
             fleet: FleetConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
@@ -267,6 +269,14 @@ impl UpstreamConfig {
     }
 }
 
+/// How `https://` upstreams are verified.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM certificates to trust instead of the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+}
+
 /// How requests are passed on: body buffering and field rules.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -460,6 +470,9 @@ impl Config {
             ));
         }
         self.upstream.check()?;
+        if let Some(ca) = &self.upstream_tls.ca_file {
+            crate::proxy::stream::load_pem_certs(ca).map_err(|e| err("upstream_tls.ca_file", e))?;
+        }
         if self.workers > 1024 {
             return Err(err("workers", "at most 1024 (0 = one per CPU)"));
         }

@@ -75,18 +75,20 @@ impl Version {
     }
 }
 
-/// Checks one upstream URL: `http://host:port` with no path, query or credentials.
+/// Checks one upstream URL: `http://host:port` or `https://host:port` with no path,
+/// query or credentials.
 pub fn validate_upstream(raw: &str) -> Result<String> {
     let bad = |why: &str| DomainError::InvalidVersion {
         field: "upstreams",
         message: format!("{:?} is not a usable upstream: {why}", truncate(raw, 120)),
     };
     let uri: http::Uri = raw.parse().map_err(|_| bad("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(_) => return Err(bad("only http:// upstreams are supported")),
+    let (scheme, default_port) = match uri.scheme_str() {
+        Some("http") => ("http", 80),
+        Some("https") => ("https", 443),
+        Some(_) => return Err(bad("only http:// and https:// upstreams are supported")),
         None => return Err(bad("write it as http://host:port")),
-    }
+    };
     let auth = uri.authority().ok_or_else(|| bad("no host"))?;
     if auth.as_str().contains('@') {
         return Err(bad("credentials in the URL are not allowed"));
@@ -99,11 +101,11 @@ pub fn validate_upstream(raw: &str) -> Result<String> {
             "a path or query is not allowed; requests keep their own",
         ));
     }
-    let port = auth.port_u16().unwrap_or(80);
+    let port = auth.port_u16().unwrap_or(default_port);
     if port == 0 {
         return Err(bad("port 0"));
     }
-    Ok(format!("http://{}:{port}", auth.host()))
+    Ok(format!("{scheme}://{}:{port}", auth.host()))
 }
 
 impl VersionSpec {
@@ -225,10 +227,19 @@ mod tests {
             validate_upstream("http://localhost").unwrap(),
             "http://localhost:80"
         );
+        assert_eq!(
+            validate_upstream("https://agent.example").unwrap(),
+            "https://agent.example:443"
+        );
+        assert_eq!(
+            validate_upstream("https://x:8443").unwrap(),
+            "https://x:8443"
+        );
         for bad in [
             "",
             "localhost:80",
-            "https://x:1",
+            "https://u:p@x:1",
+            "https://x:1/v1",
             "http://u:p@x:1",
             "http://x:1/path",
             "http://x:1/?q=1",

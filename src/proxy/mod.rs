@@ -15,6 +15,7 @@ pub mod access;
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod stream;
 pub mod upstream;
 
 use crate::config::{Limits, ProxyConfig, UnderscoreFields};
@@ -656,18 +657,17 @@ impl Proxy {
         let mut no_healthy = false;
         let ep = &target.endpoints[target.pick(0, &mut no_healthy).unwrap_or(0)];
         trace.upstream = Some(Arc::clone(&ep.addr));
-        let connect = tokio::net::TcpStream::connect(ep.addr.as_ref());
-        let stream = match tokio::time::timeout(self.limits.upstream_connect_timeout(), connect)
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
+        let Some(pool) = ep.handle.downcast_ref::<UpstreamPool>() else {
+            return Err(foreign_endpoint(ep));
+        };
+        let stream = match pool.open(self.limits.upstream_connect_timeout()).await {
+            Ok(s) => s,
+            Err(ConnectError::Timeout) => return fail(ProxyError::UpstreamTimeout, K::Connect),
+            Err(e) => {
                 tracing::warn!(upstream.addr = %ep.addr, error.kind = "connect", error.detail = %e, "websocket upstream refused");
                 return fail(ProxyError::UpstreamUnavailable, K::Connect);
             }
-            Err(_) => return fail(ProxyError::UpstreamTimeout, K::Connect),
         };
-        let _ = stream.set_nodelay(true);
         let Ok((mut sender, conn)) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
         else {
@@ -682,9 +682,6 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(pq);
-        let Some(pool) = ep.handle.downcast_ref::<UpstreamPool>() else {
-            return Err(foreign_endpoint(ep));
-        };
         req.headers_mut().insert(HOST, pool.host.clone());
         let send = sender.send_request(req);
         let mut resp =

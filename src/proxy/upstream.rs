@@ -16,6 +16,7 @@
 //! Pools are shared by every route that names the same address, so a pointer move
 //! between versions on the same upstream keeps its warm connections.
 
+use super::stream::{tls_target, TlsClient, TlsTarget, UpstreamStream};
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
@@ -39,7 +40,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What the gateway sends upstream: the client's body under the size and idle limits.
 pub type UpstreamBody = super::body::ClientBody;
 type Sender = http1::SendRequest<UpstreamBody>;
-type Connection = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
+type Connection = http1::Connection<TokioIo<UpstreamStream>, UpstreamBody>;
 /// A request the connection could not take, handed back unsent when it can be.
 pub type SendError = hyper::client::conn::TrySendError<Request<UpstreamBody>>;
 
@@ -57,6 +58,8 @@ pub enum SendFailure {
 pub enum ConnectError {
     Refused(std::io::Error),
     Timeout,
+    /// The TLS handshake failed, or the endpoint cannot have one (the reason).
+    Tls(String),
     Handshake(hyper::Error),
 }
 
@@ -65,6 +68,7 @@ impl std::fmt::Display for ConnectError {
         match self {
             Self::Refused(e) => write!(f, "connect failed: {e}"),
             Self::Timeout => f.write_str("connect timed out"),
+            Self::Tls(why) => write!(f, "TLS handshake failed: {why}"),
             Self::Handshake(e) => write!(f, "handshake failed: {e}"),
         }
     }
@@ -254,6 +258,8 @@ pub struct UpstreamPool {
     pub authority: Authority,
     /// The `host` header the upstream receives.
     pub host: HeaderValue,
+    /// `https://` endpoints: how their connections are secured, or why they cannot be.
+    tls: Option<Result<TlsTarget, Arc<str>>>,
     /// Boxed connections: one moves with every request, so only a pointer should.
     #[allow(clippy::vec_box)]
     idle: Box<[Mutex<Vec<Box<Upstream>>>]>,
@@ -269,11 +275,17 @@ impl std::fmt::Debug for UpstreamPool {
 }
 
 impl UpstreamPool {
-    fn new(authority: Authority, workers: usize, max_idle: usize) -> Self {
+    fn new(
+        authority: Authority,
+        tls: Option<Result<TlsTarget, Arc<str>>>,
+        workers: usize,
+        max_idle: usize,
+    ) -> Self {
         Self {
             host: HeaderValue::from_str(authority.as_str())
                 .unwrap_or_else(|_| HeaderValue::from_static("upstream")),
             authority,
+            tls,
             idle: (0..workers.max(1))
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
@@ -320,19 +332,38 @@ impl UpstreamPool {
         }
     }
 
-    /// Opens a new connection on this worker.
-    pub async fn connect(&self, timeout: Duration) -> Result<Box<Upstream>, ConnectError> {
+    /// Opens a stream to the endpoint: TCP, then TLS for an `https://` one, both
+    /// within `timeout`.
+    pub async fn open(&self, timeout: Duration) -> Result<UpstreamStream, ConnectError> {
+        let default_port = if self.tls.is_some() { 443 } else { 80 };
         let addr = format!(
             "{}:{}",
             self.authority.host(),
-            self.authority.port_u16().unwrap_or(80)
+            self.authority.port_u16().unwrap_or(default_port)
         );
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let deadline = Instant::now() + timeout;
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ConnectError::Refused(e)),
             Err(_) => return Err(ConnectError::Timeout),
         };
         let _ = stream.set_nodelay(true);
+        let target = match &self.tls {
+            None => return Ok(UpstreamStream::Plain(stream)),
+            Some(Ok(t)) => t,
+            Some(Err(why)) => return Err(ConnectError::Tls(why.to_string())),
+        };
+        let handshake = target.connector.connect(target.name.clone(), stream);
+        match tokio::time::timeout_at(deadline, handshake).await {
+            Ok(Ok(s)) => Ok(UpstreamStream::Tls(Box::new(s))),
+            Ok(Err(e)) => Err(ConnectError::Tls(e.to_string())),
+            Err(_) => Err(ConnectError::Timeout),
+        }
+    }
+
+    /// Opens a new connection on this worker.
+    pub async fn connect(&self, timeout: Duration) -> Result<Box<Upstream>, ConnectError> {
+        let stream = self.open(timeout).await?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;
@@ -348,6 +379,8 @@ pub struct Pools {
     map: DashMap<String, Arc<UpstreamPool>>,
     workers: usize,
     max_idle: usize,
+    /// For `https://` endpoints.
+    tls: TlsClient,
 }
 
 impl Default for Pools {
@@ -362,19 +395,30 @@ impl Pools {
             map: DashMap::new(),
             workers: workers.max(1),
             max_idle,
+            tls: Err(Arc::from("no TLS client configuration")),
         }
     }
 
-    pub fn get(&self, authority: &Authority) -> Arc<UpstreamPool> {
-        if let Some(p) = self.map.get(authority.as_str()) {
+    /// How `https://` endpoints are verified ([`super::stream::tls_client`]).
+    pub fn with_tls(mut self, tls: TlsClient) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The pool of `authority`, over TLS when `https`.
+    pub fn get(&self, authority: &Authority, https: bool) -> Arc<UpstreamPool> {
+        let key = format!("{}://{}", if https { "https" } else { "http" }, authority);
+        if let Some(p) = self.map.get(&key) {
             return Arc::clone(p.value());
         }
         Arc::clone(
             self.map
-                .entry(authority.as_str().to_owned())
+                .entry(key)
                 .or_insert_with(|| {
+                    let tls = https.then(|| tls_target(&self.tls, authority.host()));
                     Arc::new(UpstreamPool::new(
                         authority.clone(),
+                        tls,
                         self.workers,
                         self.max_idle,
                     ))
@@ -489,11 +533,12 @@ impl Body for PooledBody {
 }
 
 impl crate::routing::Endpoints for Pools {
-    /// `http://host:port…` → its authority and that authority's pool.
+    /// `http://host:port…` or `https://…` → its authority and that endpoint's pool.
     fn endpoint(&self, url: &str) -> Option<(Arc<str>, crate::routing::EndpointHandle)> {
         let uri: http::Uri = url.parse().ok()?;
         let authority = uri.authority()?.clone();
-        let pool: crate::routing::EndpointHandle = self.get(&authority);
+        let https = uri.scheme_str() == Some("https");
+        let pool: crate::routing::EndpointHandle = self.get(&authority, https);
         Some((Arc::from(authority.as_str()), pool))
     }
 }

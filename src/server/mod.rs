@@ -73,10 +73,13 @@ impl Gateway {
         } else {
             Metrics::disabled_for(config.worker_count())
         });
-        let pools = Arc::new(Pools::new(
-            config.worker_count(),
-            config.limits.upstream_idle_per_host,
-        ));
+        let tls = crate::proxy::stream::tls_client(config.upstream_tls.ca_file.as_deref());
+        if let Err(why) = &tls {
+            tracing::debug!(reason = %why, "https:// upstreams cannot be verified");
+        }
+        let pools = Arc::new(
+            Pools::new(config.worker_count(), config.limits.upstream_idle_per_host).with_tls(tls),
+        );
         Self {
             table: Arc::new(
                 RoutingTable::with(metrics, Arc::clone(&pools) as _)

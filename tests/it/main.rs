@@ -19,3 +19,4 @@ mod process;
 mod proxy;
 mod replicas;
 mod support;
+mod upstream_tls;
