@@ -130,6 +130,7 @@ pub async fn seed(store: &Store, ports: [u16; 2]) -> Result<String, Error> {
                     "temperature": 0.2,
                 })),
                 description: Some(format!("demo version {}", i + 1)),
+                ..Default::default()
             };
             store
                 .execute(Command::CreateVersion {

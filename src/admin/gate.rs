@@ -1,7 +1,8 @@
 //! The promotion gate: before a deploy or a promote moves a pointer, each endpoint of
-//! the version that would go live is probed (a TCP connect within `[upstream]
-//! gate_timeout_ms`, all at once); fewer passing than the version needs is a 409
-//! `candidate_unhealthy` naming every endpoint's result, and nothing changes.
+//! the version that would go live is probed (`GET` its health path when the version
+//! has one, else a connection; within `[upstream] gate_timeout_ms`, all at once);
+//! fewer passing than its `min_healthy` is a 409 `candidate_unhealthy` naming every
+//! endpoint's result, and nothing changes.
 //! `"force": true` skips it (the history says `forced`); a rollback never waits for it.
 //!
 //! The version that was checked travels with the move (`expect_version`): if another
@@ -13,9 +14,6 @@ use crate::domain::{MoveKind, MoveRequest, Version, VersionRef};
 use crate::routing::RoutingTable;
 use serde_json::json;
 use std::time::Duration;
-
-/// Endpoints that must pass for a candidate to go live.
-pub const MIN_HEALTHY: usize = 1;
 
 /// The version a deploy or promote would make live, when it can be told before the
 /// move (otherwise the move itself answers why it cannot be made).
@@ -50,25 +48,20 @@ pub(super) async fn candidate(
     }
 }
 
-/// One endpoint's probe: `None` when it passed, else why not.
-async fn probe(url: &str, timeout: Duration) -> Option<String> {
-    let addr = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let addr = addr.trim_end_matches('/');
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => None,
-        Ok(Err(e)) => Some(format!("connect failed: {e}")),
-        Err(_) => Some(format!("no connection within {} ms", timeout.as_millis())),
-    }
-}
-
 /// Probes every endpoint of `v` at once; a 409 `candidate_unhealthy` when fewer than
-/// [`MIN_HEALTHY`] pass.
+/// its `min_healthy` pass.
 pub(super) async fn check(table: &RoutingTable, v: &Version) -> Result<(), ApiError> {
     let timeout = Duration::from_millis(table.policy().gate_timeout_ms);
-    let results =
-        futures_util::future::join_all(v.upstreams.iter().map(|u| probe(u, timeout))).await;
+    let path = v.health.as_ref().map(|h| h.path.as_str());
+    let results = futures_util::future::join_all(
+        v.upstreams
+            .iter()
+            .map(|u| async move { table.probe(u, path, timeout).await.err() }),
+    )
+    .await;
     let passed = results.iter().filter(|r| r.is_none()).count();
-    if passed >= MIN_HEALTHY.min(v.upstreams.len()) {
+    let needed = v.min_healthy as usize;
+    if passed >= needed {
         return Ok(());
     }
     let endpoints: Vec<_> = v
@@ -81,10 +74,10 @@ pub(super) async fn check(table: &RoutingTable, v: &Version) -> Result<(), ApiEr
     Err(ApiError::new(
         Code::CandidateUnhealthy,
         format!(
-            "{} is not healthy: {passed} of {} endpoints answered, {MIN_HEALTHY} needed; nothing changed (\"force\": true moves it anyway)",
+            "{} is not healthy: {passed} of {} endpoints answered, {needed} needed; nothing changed (\"force\": true moves it anyway)",
             v.label(),
             v.upstreams.len()
         ),
     )
-    .with_details(json!({ "endpoints": endpoints, "min_healthy": MIN_HEALTHY })))
+    .with_details(json!({ "endpoints": endpoints, "min_healthy": needed })))
 }

@@ -16,7 +16,7 @@ pub use moves::{Action, Move, MoveKind, MoveRequest, Pointer, UndoLink};
 pub use names::{AgentName, EnvName, VersionRef};
 pub use pipeline::{EnvSpec, Pipeline};
 pub use token::{TokenHash, TokenRecord};
-pub use version::{Version, VersionSpec, VersionState};
+pub use version::{HealthSpec, Version, VersionSpec, VersionState};
 
 use serde::Serialize;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -37,6 +37,69 @@ impl VersionState {
     }
 }
 
+/// An active health check of a version's endpoints: `GET path` every `interval_ms`,
+/// an answer below 500 within `timeout_ms` passes; `healthy_threshold` passes in a
+/// row make an endpoint healthy, `unhealthy_threshold` failures in a row unhealthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    pub path: String,
+    #[serde(default = "HealthSpec::default_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "HealthSpec::default_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "HealthSpec::default_healthy")]
+    pub healthy_threshold: u32,
+    #[serde(default = "HealthSpec::default_unhealthy")]
+    pub unhealthy_threshold: u32,
+}
+
+impl HealthSpec {
+    fn default_interval() -> u64 {
+        2000
+    }
+    fn default_timeout() -> u64 {
+        1000
+    }
+    fn default_healthy() -> u32 {
+        2
+    }
+    fn default_unhealthy() -> u32 {
+        3
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |message: String| DomainError::InvalidVersion {
+            field: "health",
+            message,
+        };
+        let path_ok = self.path.starts_with('/')
+            && self.path.len() <= 512
+            && self.path.parse::<http::uri::PathAndQuery>().is_ok();
+        if !path_ok {
+            return Err(bad(format!(
+                "path {:?}: an absolute path such as /healthz",
+                truncate(&self.path, 80)
+            )));
+        }
+        if !(100..=3_600_000).contains(&self.interval_ms) {
+            return Err(bad("interval_ms: from 100 to 3600000".into()));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > self.interval_ms {
+            return Err(bad("timeout_ms: from 1 to interval_ms".into()));
+        }
+        for (name, n) in [
+            ("healthy_threshold", self.healthy_threshold),
+            ("unhealthy_threshold", self.unhealthy_threshold),
+        ] {
+            if !(1..=100).contains(&n) {
+                return Err(bad(format!("{name}: from 1 to 100")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a client submits to create a version, before validation.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +109,12 @@ pub struct VersionSpec {
     pub config: Option<serde_json::Value>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Checked actively while the version is live; None: passive ejection only.
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
+    /// Endpoints that must pass the gate before a move makes it live (default 1).
+    #[serde(default)]
+    pub min_healthy: Option<u32>,
 }
 
 /// An immutable snapshot of an agent. Never edited after creation except for
@@ -63,6 +132,8 @@ pub struct Version {
     pub state: VersionState,
     #[serde(serialize_with = "ser_time")]
     pub created_at: Millis,
+    pub health: Option<HealthSpec>,
+    pub min_healthy: u32,
 }
 
 fn ser_version<S: Serializer>(n: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -157,7 +228,23 @@ impl VersionSpec {
                 message: format!("longer than {MAX_DESCRIPTION} bytes"),
             });
         }
-        let digest = digest(&upstreams, &config, &description);
+        if let Some(h) = &self.health {
+            h.check()?;
+        }
+        let min_healthy = self.min_healthy.unwrap_or(1);
+        if min_healthy == 0 || min_healthy as usize > upstreams.len() {
+            return Err(DomainError::InvalidVersion {
+                field: "min_healthy",
+                message: format!("from 1 to the number of upstreams ({})", upstreams.len()),
+            });
+        }
+        let digest = digest(
+            &upstreams,
+            &config,
+            &description,
+            self.health.as_ref(),
+            min_healthy,
+        );
         Ok(Version {
             agent,
             number,
@@ -168,18 +255,34 @@ impl VersionSpec {
             digest,
             state: VersionState::Running,
             created_at,
+            health: self.health,
+            min_healthy,
         })
     }
 }
 
 /// The content digest: SHA-256 over the canonical JSON of what the version serves.
 /// serde_json's maps are ordered, so equal content gives equal digests.
-pub fn digest(upstreams: &[String], config: &serde_json::Value, description: &str) -> String {
-    let doc = serde_json::json!({
+/// The health rules count only when set, so a version without them keeps the digest
+/// it had before they existed.
+pub fn digest(
+    upstreams: &[String],
+    config: &serde_json::Value,
+    description: &str,
+    health: Option<&HealthSpec>,
+    min_healthy: u32,
+) -> String {
+    let mut doc = serde_json::json!({
         "upstreams": upstreams,
         "config": config,
         "description": description,
     });
+    if let Some(h) = health {
+        doc["health"] = serde_json::to_value(h).unwrap_or_default();
+    }
+    if min_healthy != 1 {
+        doc["min_healthy"] = min_healthy.into();
+    }
     let bytes = serde_json::to_vec(&doc).unwrap_or_default();
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
@@ -198,6 +301,7 @@ mod tests {
             upstreams: upstreams.iter().map(|s| s.to_string()).collect(),
             config: Some(json!({"model": "m1"})),
             description: Some("first".into()),
+            ..Default::default()
         }
     }
 

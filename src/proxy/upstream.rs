@@ -532,7 +532,56 @@ impl Body for PooledBody {
     }
 }
 
+/// `GET path` on a connection of its own (not pooled): an answer below 500 passes.
+async fn probe_http(pool: &UpstreamPool, path: &str, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let stream = pool.open(timeout).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        http1::handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake failed: {e}"))?;
+    let driver = tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(http::header::HOST, pool.host.clone())
+        .header(http::header::USER_AGENT, "switchyard-health")
+        .body(http_body_util::Empty::new())
+        .map_err(|e| format!("bad health path: {e}"))?;
+    let answer = tokio::time::timeout_at(deadline, sender.send_request(req)).await;
+    driver.abort();
+    match answer {
+        Ok(Ok(r)) if r.status().as_u16() < 500 => Ok(()),
+        Ok(Ok(r)) => Err(format!("{path} answered {}", r.status().as_u16())),
+        Ok(Err(e)) => Err(format!("{path}: {e}")),
+        Err(_) => Err(format!(
+            "{path}: no answer within {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
+
 impl crate::routing::Endpoints for Pools {
+    fn probe<'a>(
+        &'a self,
+        url: &'a str,
+        path: Option<&'a str>,
+        timeout: Duration,
+    ) -> crate::routing::Probe<'a> {
+        Box::pin(async move {
+            let uri: http::Uri = url.parse().map_err(|_| "not a URL".to_owned())?;
+            let authority = uri.authority().ok_or("no host")?.clone();
+            let pool = self.get(&authority, uri.scheme_str() == Some("https"));
+            match path {
+                Some(p) => probe_http(&pool, p, timeout).await,
+                None => pool.open(timeout).await.map(drop).map_err(|e| match e {
+                    ConnectError::Timeout => {
+                        format!("no connection within {} ms", timeout.as_millis())
+                    }
+                    e => e.to_string(),
+                }),
+            }
+        })
+    }
+
     /// `http://host:port…` or `https://…` → its authority and that endpoint's pool.
     fn endpoint(&self, url: &str) -> Option<(Arc<str>, crate::routing::EndpointHandle)> {
         let uri: http::Uri = url.parse().ok()?;

@@ -42,6 +42,11 @@ pub struct EndpointState {
     last_ok: AtomicU32,
     /// The last failure, for operators (written only on failure).
     last_error: Mutex<Option<String>>,
+    /// The active check's verdict: 0 none yet, 1 healthy, 2 unhealthy; and its
+    /// passes and failures in a row (written by the one checker of this endpoint).
+    active: AtomicU32,
+    passes: AtomicU32,
+    fails: AtomicU32,
 }
 
 /// How a finished attempt went, for the endpoint's record.
@@ -84,7 +89,46 @@ impl EndpointState {
             checked_at: AtomicI64::new(0),
             last_ok: AtomicU32::new(0),
             last_error: Mutex::new(None),
+            active: AtomicU32::new(0),
+            passes: AtomicU32::new(0),
+            fails: AtomicU32::new(0),
         }
+    }
+
+    /// Whether requests may be sent to it: neither ejected nor found unhealthy by its
+    /// active check.
+    pub fn is_eligible(&self, now: Millis) -> bool {
+        !self.is_ejected(now) && self.active.load(Ordering::Relaxed) != 2
+    }
+
+    /// Records an active check: `thresholds` (healthy, unhealthy) passes or failures
+    /// in a row change the verdict.
+    pub fn checked(&self, result: Result<(), String>, thresholds: (u32, u32)) {
+        self.checked_at.store(now_ms(), Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                self.fails.store(0, Ordering::Relaxed);
+                let n = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= thresholds.0 {
+                    self.active.store(1, Ordering::Relaxed);
+                }
+            }
+            Err(why) => {
+                self.passes.store(0, Ordering::Relaxed);
+                let n = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                if n >= thresholds.1 {
+                    self.active.store(2, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Forgets the active check's verdict (its checks stopped).
+    pub fn unchecked(&self) {
+        self.active.store(0, Ordering::Relaxed);
+        self.passes.store(0, Ordering::Relaxed);
+        self.fails.store(0, Ordering::Relaxed);
     }
 
     pub fn is_ejected(&self, now: Millis) -> bool {
@@ -114,10 +158,16 @@ impl EndpointState {
             .clone()
     }
 
-    /// This node's view: ejected, else what the last request found, else unknown.
+    /// This node's view: ejected, else the active check's verdict, else what the
+    /// last request found, else unknown.
     pub fn state(&self, now: Millis) -> HealthState {
         if self.is_ejected(now) {
             return HealthState::Ejected;
+        }
+        match self.active.load(Ordering::Relaxed) {
+            1 => return HealthState::Healthy,
+            2 => return HealthState::Unhealthy,
+            _ => {}
         }
         match self.last_ok.load(Ordering::Relaxed) {
             1 => HealthState::Healthy,
@@ -246,7 +296,7 @@ thread_local! {
 }
 
 /// A per-thread xorshift: cheap, and good enough to pick two endpoints.
-fn random() -> u64 {
+pub(super) fn random() -> u64 {
     RNG.with(|r| {
         let mut x = r.get();
         if x == 0 {
@@ -279,7 +329,7 @@ pub fn pick(r: &dyn Replicas, tried: u32, no_healthy: &mut bool) -> Option<usize
     let mut eligible = [0u8; 32];
     let mut m = 0;
     for i in 0..n {
-        if tried & (1 << i) == 0 && !r.state(i).is_ejected(now) {
+        if tried & (1 << i) == 0 && r.state(i).is_eligible(now) {
             eligible[m] = i as u8;
             m += 1;
         }

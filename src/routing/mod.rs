@@ -24,7 +24,9 @@ use dashmap::DashMap;
 use http::HeaderValue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+pub mod checks;
 pub mod health;
 mod verified;
 
@@ -39,7 +41,15 @@ pub type EndpointHandle = Arc<dyn std::any::Any + Send + Sync>;
 pub trait Endpoints: Send + Sync + std::fmt::Debug {
     /// `host:port` and the handle of `url`; None for a URL the data plane cannot use.
     fn endpoint(&self, url: &str) -> Option<(Arc<str>, EndpointHandle)>;
+
+    /// Whether `url` answers within `timeout`: `GET path` below 500 when a path is
+    /// given, else a connection (TLS included for `https://`). Why not, when it fails.
+    fn probe<'a>(&'a self, url: &'a str, path: Option<&'a str>, timeout: Duration) -> Probe<'a>;
 }
+
+/// A probe's outcome, when it comes: `Err` says why the endpoint did not pass.
+pub type Probe<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// Endpoints for a table that never forwards (tests, tools): the address alone.
 #[derive(Debug, Default)]
@@ -50,6 +60,19 @@ impl Endpoints for NoEndpoints {
         let rest = url.split_once("://").map_or(url, |(_, r)| r);
         let addr = rest.split('/').next().unwrap_or(rest);
         Some((Arc::from(addr), Arc::new(())))
+    }
+
+    /// A TCP connect to the address (no HTTP: this table forwards nothing).
+    fn probe<'a>(&'a self, url: &'a str, _path: Option<&'a str>, timeout: Duration) -> Probe<'a> {
+        Box::pin(async move {
+            let (addr, _) = self.endpoint(url).ok_or("not a URL")?;
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_ref())).await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("connect failed: {e}")),
+                Err(_) => Err(format!("no connection within {} ms", timeout.as_millis())),
+            }
+        })
     }
 }
 
@@ -74,6 +97,8 @@ pub struct Target {
     pub stopped: bool,
     /// Retries of this version on this node ([`health`]).
     pub budget: Arc<RetryBudget>,
+    /// The version's active health check, run while it is live ([`checks`]).
+    pub health: Option<crate::domain::HealthSpec>,
 }
 
 impl Target {
@@ -292,6 +317,16 @@ impl RoutingTable {
         &self.policy
     }
 
+    /// Probes one upstream URL ([`Endpoints::probe`]).
+    pub async fn probe(
+        &self,
+        url: &str,
+        path: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        self.endpoints.probe(url, path, timeout).await
+    }
+
     /// Builds what a slot serves for `v`: its endpoints with their pools and states.
     fn target(&self, v: &Version) -> Target {
         let label = v.label();
@@ -327,6 +362,7 @@ impl RoutingTable {
             endpoints,
             stopped: v.state == VersionState::Stopped,
             budget,
+            health: v.health.clone(),
         }
     }
 

@@ -178,6 +178,8 @@ pub async fn run(
             }
         })
     };
+    // active health checks of the live versions, once for the node
+    let checks = tokio::spawn(crate::routing::checks::run(Arc::clone(&table)));
     let graceful = GracefulShutdown::new();
     let admin_builder = auto::Builder::new(TokioExecutor::new());
     let admin_conns = Arc::new(Semaphore::new(256));
@@ -294,6 +296,7 @@ pub async fn run(
         r = serving => r?,
     }
     upkeep.abort();
+    checks.abort();
     let drain = config.limits.drain_timeout();
     tracing::info!(
         drain_ms = drain.as_millis() as u64,

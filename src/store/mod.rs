@@ -420,3 +420,12 @@ impl Store {
         .await
     }
 }
+
+/// A version's health check as both stores keep it: JSON, or NULL without one.
+fn health_json(v: &crate::domain::Version) -> Result<Option<String>> {
+    v.health
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| Error::Backend(e.to_string()))
+}

@@ -102,8 +102,27 @@ CREATE TABLE IF NOT EXISTS admin_tokens (
     created_at  BIGINT NOT NULL,
     revoked_at  BIGINT
 );
-ALTER TABLE history ADD COLUMN IF NOT EXISTS on_behalf_of TEXT;
-ALTER TABLE history ADD COLUMN IF NOT EXISTS forced BOOLEAN NOT NULL DEFAULT false;
+-- columns added after a table was first made: altered only when missing, so a node
+-- starting beside running ones takes no table lock (ALTER TABLE takes an exclusive
+-- one even when IF NOT EXISTS finds the column, and could deadlock with their writes)
+DO $$
+DECLARE
+    c RECORD;
+BEGIN
+    FOR c IN SELECT * FROM (VALUES
+        ('history', 'on_behalf_of', 'TEXT'),
+        ('history', 'forced', 'BOOLEAN NOT NULL DEFAULT false'),
+        ('versions', 'health', 'TEXT'),
+        ('versions', 'min_healthy', 'BIGINT NOT NULL DEFAULT 1')
+    ) AS t (tab, col, ty) LOOP
+        IF NOT EXISTS (
+            SELECT 1 FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = c.tab AND column_name = c.col
+        ) THEN
+            EXECUTE format('ALTER TABLE %I ADD COLUMN %I %s', c.tab, c.col, c.ty);
+        END IF;
+    END LOOP;
+END $$;
 
 CREATE TABLE IF NOT EXISTS events (
     revision    BIGINT NOT NULL,
@@ -293,7 +312,7 @@ fn get<'r, T: tokio_postgres::types::FromSql<'r>>(row: &'r Row, i: usize) -> Res
 }
 
 const VERSION_COLS: &str =
-    "agent, number, upstreams, config, description, author, digest, state, created_at";
+    "agent, number, upstreams, config, description, author, digest, state, created_at, health, min_healthy";
 
 fn version_from(r: &Row) -> Result<Version> {
     let state: String = get(r, 7)?;
@@ -309,6 +328,10 @@ fn version_from(r: &Row) -> Result<Version> {
         digest: get(r, 6)?,
         state: VersionState::parse(&state).ok_or_else(|| corrupt("version state", &state))?,
         created_at: get(r, 8)?,
+        health: get::<Option<String>>(r, 9)?
+            .map(|h| serde_json::from_str(&h).map_err(|e| corrupt("health", e)))
+            .transpose()?,
+        min_healthy: u32::try_from(get::<i64>(r, 10)?).map_err(|e| corrupt("min_healthy", e))?,
     })
 }
 
@@ -481,9 +504,10 @@ impl Tx for PgTx<'_> {
         let upstreams =
             serde_json::to_string(&v.upstreams).map_err(|e| Error::Backend(e.to_string()))?;
         let config = serde_json::to_string(&v.config).map_err(|e| Error::Backend(e.to_string()))?;
+        let health = super::health_json(v)?;
         self.exec(
             &format!(
-                "INSERT INTO versions ({VERSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                "INSERT INTO versions ({VERSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ),
             &[
                 &v.agent.as_str(),
@@ -495,6 +519,8 @@ impl Tx for PgTx<'_> {
                 &v.digest,
                 &v.state.as_str(),
                 &v.created_at,
+                &health,
+                &i64::from(v.min_healthy),
             ],
         )?;
         Ok(())

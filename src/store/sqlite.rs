@@ -90,9 +90,11 @@ CREATE TABLE IF NOT EXISTS admin_tokens (
 
 /// Columns added after a table was first created: (table, column, type). Added on
 /// open when missing, so a file written by an older release keeps working.
-const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
     ("history", "on_behalf_of", "TEXT"),
     ("history", "forced", "INTEGER NOT NULL DEFAULT 0"),
+    ("versions", "health", "TEXT"),
+    ("versions", "min_healthy", "INTEGER NOT NULL DEFAULT 1"),
 ];
 
 /// SQLite's errors: busy or locked (another writer holds the file past the busy
@@ -208,7 +210,7 @@ fn to_u32(v: Option<i64>) -> Option<u32> {
 }
 
 const VERSION_COLS: &str =
-    "agent, number, upstreams, config, description, author, digest, state, created_at";
+    "agent, number, upstreams, config, description, author, digest, state, created_at, health, min_healthy";
 
 type VersionRow = (
     String,
@@ -219,6 +221,8 @@ type VersionRow = (
     String,
     String,
     String,
+    i64,
+    Option<String>,
     i64,
 );
 
@@ -233,11 +237,25 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
         r.get(6)?,
         r.get(7)?,
         r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
     ))
 }
 
 fn version_from(row: VersionRow) -> Result<Version> {
-    let (agent, number, upstreams, config, description, author, digest, state, created_at) = row;
+    let (
+        agent,
+        number,
+        upstreams,
+        config,
+        description,
+        author,
+        digest,
+        state,
+        created_at,
+        health,
+        min_healthy,
+    ) = row;
     Ok(Version {
         agent: agent_name(agent)?,
         number: u32::try_from(number).map_err(|e| corrupt("version number", e))?,
@@ -248,6 +266,10 @@ fn version_from(row: VersionRow) -> Result<Version> {
         digest,
         state: VersionState::parse(&state).ok_or_else(|| corrupt("version state", &state))?,
         created_at,
+        health: health
+            .map(|h| serde_json::from_str(&h).map_err(|e| corrupt("health", e)))
+            .transpose()?,
+        min_healthy: u32::try_from(min_healthy).map_err(|e| corrupt("min_healthy", e))?,
     })
 }
 
@@ -536,9 +558,10 @@ impl Tx for SqliteTx<'_> {
         let upstreams =
             serde_json::to_string(&v.upstreams).map_err(|e| Error::Backend(e.to_string()))?;
         let config = serde_json::to_string(&v.config).map_err(|e| Error::Backend(e.to_string()))?;
+        let health = super::health_json(v)?;
         self.exec_cached(
             &format!(
-                "INSERT INTO versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                "INSERT INTO versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ),
             params![
                 v.agent.as_str(),
@@ -549,7 +572,9 @@ impl Tx for SqliteTx<'_> {
                 v.author,
                 v.digest,
                 v.state.as_str(),
-                v.created_at
+                v.created_at,
+                health,
+                v.min_healthy
             ],
         )
         .map_err(backend)?;

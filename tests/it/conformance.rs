@@ -131,9 +131,18 @@ async fn agents_versions_and_their_rules() {
         );
         assert!(matches!(e, DomainError::InvalidVersion { .. }), "{name}");
         let ok = VersionSpec {
-            upstreams: vec!["http://h:1".into()],
+            upstreams: vec!["http://h:1".into(), "https://h:2".into()],
+            health: Some(switchyard::domain::HealthSpec {
+                path: "/healthz".into(),
+                interval_ms: 500,
+                timeout_ms: 200,
+                healthy_threshold: 2,
+                unhealthy_threshold: 4,
+            }),
+            min_healthy: Some(2),
             ..Default::default()
         };
+        let expected_health = ok.health.clone();
         let a = s
             .execute(Command::CreateVersion {
                 agent: agent("bot"),
@@ -152,6 +161,15 @@ async fn agents_versions_and_their_rules() {
         assert_eq!(
             vs.iter().map(|v| v.number).collect::<Vec<_>>(),
             [1, 2, 3],
+            "{name}"
+        );
+        // the health rules and an https:// upstream come back as they were made
+        assert_eq!(vs[2].health, expected_health, "{name}");
+        assert_eq!(vs[2].min_healthy, 2, "{name}");
+        assert_eq!(vs[2].upstreams[1], "https://h:2", "{name}");
+        assert_eq!(
+            (vs[0].health.as_ref(), vs[0].min_healthy),
+            (None, 1),
             "{name}"
         );
         let before = vs[0].clone();

@@ -10,6 +10,7 @@ mod durability;
 mod fleet;
 mod gate;
 mod hardening;
+mod health_checks;
 mod http2;
 mod identity;
 mod limits;
