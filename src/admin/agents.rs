@@ -127,6 +127,8 @@ async fn snapshot(admin: &Admin, name: AgentName) -> Result<AdminResponse, ApiEr
     let d = admin.store.deployment(name).await?;
     let mut envs = serde_json::Map::new();
     let mut traffic = serde_json::Map::new();
+    let mut endpoints = serde_json::Map::new();
+    let now = crate::domain::now_ms();
     for (env, ptr) in &d.environments {
         if let Some(slot) = admin.table.find_slot(&d.agent.name, env) {
             traffic.insert(
@@ -136,6 +138,17 @@ async fn snapshot(admin: &Admin, name: AgentName) -> Result<AdminResponse, ApiEr
                     "errors": slot.errors.load(Ordering::Relaxed),
                 }),
             );
+            // this node's view of the live version's endpoints, by state
+            if let Some(t) = slot.route().target.as_ref() {
+                let mut by_state = serde_json::Map::new();
+                for ep in &t.endpoints {
+                    let k = ep.state.state(now).as_str();
+                    let n = by_state.get(k).and_then(Value::as_u64).unwrap_or(0);
+                    by_state.insert(k.to_owned(), json!(n + 1));
+                }
+                by_state.insert("total".into(), json!(t.endpoints.len()));
+                endpoints.insert(env.to_string(), Value::Object(by_state));
+            }
         }
         let v = match ptr.version {
             Some(n) => json!({
@@ -155,6 +168,7 @@ async fn snapshot(admin: &Admin, name: AgentName) -> Result<AdminResponse, ApiEr
             "created_at": format_time(d.agent.created_at),
             "environments": envs,
             "traffic": traffic,
+            "endpoints": endpoints,
         }),
     ))
 }

@@ -157,6 +157,7 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                             cell(&p["revision"]),
                             format!("{:.1}", rate(i, e, "requests")),
                             format!("{:.1}", rate(i, e, "errors")),
+                            endpoints_cell(&s["endpoints"][e]),
                         ]);
                     }
                 }
@@ -170,7 +171,8 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                             "SINCE",
                             "REVISION",
                             "REQ/S",
-                            "5XX/S"
+                            "5XX/S",
+                            "ENDPOINTS"
                         ],
                         &rows
                     )
@@ -208,6 +210,25 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
         _ => bail!("not a {} command", GROUP),
     }
     Ok(())
+}
+
+/// `3/3 up`, or with the ones out named by state: `1/3 up (1 ejected, 1 unhealthy)`.
+fn endpoints_cell(e: &Value) -> String {
+    let Some(total) = e["total"].as_u64() else {
+        return "-".into();
+    };
+    let n = |k: &str| e[k].as_u64().unwrap_or(0);
+    let up = total - n("ejected") - n("unhealthy");
+    let out: Vec<String> = ["ejected", "unhealthy"]
+        .iter()
+        .filter(|k| n(k) > 0)
+        .map(|k| format!("{} {k}", n(k)))
+        .collect();
+    if out.is_empty() {
+        format!("{up}/{total} up")
+    } else {
+        format!("{up}/{total} up ({})", out.join(", "))
+    }
 }
 
 /// Whether moving `target` needs confirmation, from the pipeline the gateway serves.
@@ -284,4 +305,20 @@ fn with_common(mut body: Value, reason: &Option<String>, expected: Option<u64>) 
         body["expected_revision"] = json!(e);
     }
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoints_cell;
+    use serde_json::json;
+
+    #[test]
+    fn endpoint_health_reads_as_up_of_total_with_the_ones_out() {
+        assert_eq!(endpoints_cell(&json!(null)), "-");
+        assert_eq!(endpoints_cell(&json!({"total": 3, "healthy": 3})), "3/3 up");
+        assert_eq!(
+            endpoints_cell(&json!({"total": 3, "ejected": 1, "unhealthy": 1, "unknown": 1})),
+            "1/3 up (1 ejected, 1 unhealthy)"
+        );
+    }
 }

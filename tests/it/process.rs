@@ -223,7 +223,11 @@ async fn cli_drives_the_admin_api() {
     let (_, out, _) = run(vec!["status", "bot"]).await.unwrap();
     assert!(
         out.lines()
-            .any(|l| l.contains("production") && l.contains("v1")),
+            .any(|l| l.contains("production") && l.contains("v1") && l.contains("1/1 up")),
+        "{out}"
+    );
+    assert!(
+        out.lines().next().unwrap_or("").contains("ENDPOINTS"),
         "{out}"
     );
     let (_, out, _) = run(vec!["history", "bot", "staging", "--json"])
