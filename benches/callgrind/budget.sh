@@ -4,6 +4,7 @@
 #   bash benches/callgrind/budget.sh [BINARY]      (default: the release build)
 #   KEEP=/tmp/prof bash benches/callgrind/budget.sh   (keeps the callgrind output)
 #   WORKERS=2 bash benches/callgrind/budget.sh        (the same load over two workers)
+#   REPLICAS=3 bash benches/callgrind/budget.sh       (a version with three endpoints)
 #
 # Counts the instructions the gateway executes per proxied request (valgrind's
 # callgrind: instructions, not seconds, so the noise of a shared machine does not blur
@@ -30,6 +31,9 @@ free_port() { # a loopback port below the ephemeral range with no socket in any 
     return 1
 }
 UP=$(free_port 26100); GW=$(free_port 26400); AD=$(free_port 26700)
+# further upstream ports for REPLICAS > 1: the same nginx listens on each
+EXTRA=()
+for i in $(seq 2 "${REPLICAS:-1}"); do EXTRA+=("$(free_port $((26100 + 20 * i)))"); done
 W=$(mktemp -d /tmp/switchyard-budget.XXXXXX)
 pids=()
 cleanup() {
@@ -57,6 +61,7 @@ http {
     keepalive_requests 10000000;
     server {
         listen 127.0.0.1:$UP;
+$(for p in "${EXTRA[@]}"; do echo "        listen 127.0.0.1:$p;"; done)
         location = / { return 200 "ok"; }
     }
 }
@@ -84,7 +89,9 @@ admin() {
         -X POST "http://127.0.0.1:$AD$1" -d "$2"
 }
 admin /v1/agents '{"name":"budget"}' >/dev/null
-admin /v1/agents/budget/versions "{\"upstreams\":[\"http://127.0.0.1:$UP\"]}" >/dev/null
+UPS="\"http://127.0.0.1:$UP\""
+for p in "${EXTRA[@]}"; do UPS="$UPS,\"http://127.0.0.1:$p\""; done
+admin /v1/agents/budget/versions "{\"upstreams\":[$UPS]}" >/dev/null
 admin /v1/agents/budget/environments/sandbox/deploy '{"version":"v1"}' >/dev/null
 TOKEN=$(admin /v1/agents/budget/environments/sandbox/tokens '{}' |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')

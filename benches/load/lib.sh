@@ -16,6 +16,10 @@ NOMETRICS_ADMIN=28088
 NGINX_LOG_PORT=28082
 LOGGING_PORT=28091
 LOGGING_ADMIN=28092
+REPLICA_PORTS="$UPSTREAM_PORT 28095 28096"   # upstream.conf listens on all three
+NGINX3_PORT=28097
+GATEWAY3_PORT=28098
+GATEWAY3_ADMIN=28099
 ADMIN_TOKEN=bench-admin-token
 NGINX="${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}"
 HYPER_BIN="${HYPER_BIN:-/tmp/hypermin-bin/hyper-min}"
@@ -64,7 +68,22 @@ start_nginx_logging() {
     start_nginx proxy-nginx-log "$conf" "$NGINX_LOG_PORT"
 }
 
-# start_gateway NAME PORT ADMIN_PORT METRICS(true|false) [ACCESS_LOG(false|true)]
+# nginx as the reverse proxy of proxy-nginx.conf with the three replica ports in its
+# upstream block (its default round robin), on NGINX3_PORT
+start_nginx_replicas() {
+    local conf="$BENCH_TMP/run/proxy-nginx-3.conf" servers="" p
+    for p in $REPLICA_PORTS; do servers="$servers        server 127.0.0.1:$p;\n"; done
+    sed -e "s#^pid proxy-nginx.pid;#pid proxy-nginx-3.pid;#" \
+        -e "s#logs/proxy-nginx.err#logs/proxy-nginx-3.err#" \
+        -e "s#tmp/px_#tmp/p3_#" \
+        -e "s#listen 127.0.0.1:$NGINX_PORT #listen 127.0.0.1:$NGINX3_PORT #" \
+        -e "/listen 127.0.0.1:$NGINX_H2C_PORT /d" \
+        -e "s#^        server 127.0.0.1:$UPSTREAM_PORT;#$servers#" "$BENCH_DIR/proxy-nginx.conf" > "$conf"
+    [ "$(grep -c '        server 127.0.0.1:' "$conf")" = 3 ] || { log "proxy-nginx.conf changed: cannot derive the 3-replica variant"; return 1; }
+    start_nginx proxy-nginx-3 "$conf" "$NGINX3_PORT"
+}
+
+# start_gateway NAME PORT ADMIN_PORT METRICS(true|false) [ACCESS_LOG(false|true)] [REPLICAS(1|3)]
 # (with the access log: level "info", lines to logs/NAME.out like nginx's to a file)
 start_gateway() {
     local dir="$BENCH_TMP/gw/$1"
@@ -87,8 +106,12 @@ CONF
     wait_port "$2" "$!"
     local a="http://127.0.0.1:$3" h="authorization: Bearer $ADMIN_TOKEN"
     curl -fsS -H "$h" -d '{"name":"bench"}' "$a/v1/agents" >/dev/null
-    curl -fsS -H "$h" -d "{\"upstreams\":[\"http://127.0.0.1:$UPSTREAM_PORT\"]}" "$a/v1/agents/bench/versions" >/dev/null
-    curl -fsS -H "$h" -d "{\"upstreams\":[\"http://127.0.0.1:$UPSTREAM_PORT\"],\"description\":\"v2\"}" "$a/v1/agents/bench/versions" >/dev/null
+    local ups="\"http://127.0.0.1:$UPSTREAM_PORT\"" p
+    if [ "${6:-1}" = 3 ]; then
+        ups=""; for p in $REPLICA_PORTS; do ups="$ups${ups:+,}\"http://127.0.0.1:$p\""; done
+    fi
+    curl -fsS -H "$h" -d "{\"upstreams\":[$ups]}" "$a/v1/agents/bench/versions" >/dev/null
+    curl -fsS -H "$h" -d "{\"upstreams\":[$ups],\"description\":\"v2\"}" "$a/v1/agents/bench/versions" >/dev/null
     curl -fsS -H "$h" -d '{"version":"v1"}' "$a/v1/agents/bench/environments/staging/deploy" >/dev/null
     curl -fsS -H "$h" -d '{}' "$a/v1/agents/bench/environments/staging/tokens" \
         | sed -n 's/.*"token":"\([^"]*\)".*/\1/p' > "$BENCH_TMP/run/$1.token"
@@ -121,7 +144,7 @@ pids_of() {
     local f="$BENCH_TMP/run/$1.pid"
     [ -f "$f" ] || return 0
     case $1 in
-        upstream|proxy-nginx|proxy-nginx-log) pgrep -P "$(cat "$f")" || true ;;
+        upstream|proxy-nginx|proxy-nginx-log|proxy-nginx-3) pgrep -P "$(cat "$f")" || true ;;
         *) cat "$f" ;;
     esac
 }

@@ -11,7 +11,9 @@
 # Knobs: DURATION=10s REPS=5 CONNS="32 128" PATHS="/ /16k" WARMUP=2s
 #        TARGETS="direct nginx hyper gateway gateway-nometrics" H2=1 (h2load too)
 #        also: nginx-log, gateway-log (each with its access log on, to a file; a -log
-#        row's "/nginx" is against nginx-log when that runs too)
+#        row's "/nginx" is against nginx-log when that runs too); nginx-3, gateway-3
+#        (three upstream replicas: nginx's upstream block of 3, a version with 3
+#        endpoints; a -3 row's "/nginx" is against nginx-3)
 # Prints per row: req/s median and min-max, p50, p99, the proxy's CPU us/request, and
 # ratios against direct and nginx; gateway rows also "us/req over hyper".
 set -euo pipefail
@@ -36,13 +38,15 @@ for t in $TARGETS; do
         gateway-nometrics) start_gateway gateway-nometrics "$NOMETRICS_PORT" "$NOMETRICS_ADMIN" false; have="$have gateway-nometrics" ;;
         gateway-log) start_gateway gateway-log "$LOGGING_PORT" "$LOGGING_ADMIN" true true; have="$have gateway-log" ;;
         nginx-log) start_nginx_logging; have="$have nginx-log" ;;
+        nginx-3) start_nginx_replicas; have="$have nginx-3" ;;
+        gateway-3) start_gateway gateway-3 "$GATEWAY3_PORT" "$GATEWAY3_ADMIN" true false 3; have="$have gateway-3" ;;
         *) have="$have $t" ;;
     esac
 done
 TARGETS=$have
 
-port_of() { case $1 in direct) echo $UPSTREAM_PORT ;; nginx) echo $NGINX_PORT ;; nginx-log) echo $NGINX_LOG_PORT ;; hyper) echo $HYPER_PORT ;; gateway) echo $GATEWAY_PORT ;; gateway-nometrics) echo $NOMETRICS_PORT ;; gateway-log) echo $LOGGING_PORT ;; esac; }
-proc_of() { case $1 in direct) echo "" ;; nginx) echo proxy-nginx ;; nginx-log) echo proxy-nginx-log ;; *) echo "$1" ;; esac; }
+port_of() { case $1 in direct) echo $UPSTREAM_PORT ;; nginx) echo $NGINX_PORT ;; nginx-log) echo $NGINX_LOG_PORT ;; nginx-3) echo $NGINX3_PORT ;; hyper) echo $HYPER_PORT ;; gateway) echo $GATEWAY_PORT ;; gateway-nometrics) echo $NOMETRICS_PORT ;; gateway-log) echo $LOGGING_PORT ;; gateway-3) echo $GATEWAY3_PORT ;; esac; }
+proc_of() { case $1 in direct) echo "" ;; nginx) echo proxy-nginx ;; nginx-log) echo proxy-nginx-log ;; nginx-3) echo proxy-nginx-3 ;; *) echo "$1" ;; esac; }
 hdr_of() { case $1 in gateway*) echo "Authorization: Bearer $(cat "$BENCH_TMP/run/$1.token")" ;; *) echo "X-Bench: 1" ;; esac; }
 
 for t in $TARGETS; do
@@ -90,6 +94,7 @@ END {
   for (i=1;i<=n;i++) { k=order[i]; split(k, f, SUBSEP)
     d=f[1] SUBSEP f[2] SUBSEP "direct"; g=f[1] SUBSEP f[2] SUBSEP "nginx"; h=f[1] SUBSEP f[2] SUBSEP "hyper"
     if (f[3] ~ /-log$/ && (f[1] SUBSEP f[2] SUBSEP "nginx-log") in seen) g=f[1] SUBSEP f[2] SUBSEP "nginx-log"
+    if (f[3] ~ /-3$/ && (f[1] SUBSEP f[2] SUBSEP "nginx-3") in seen) g=f[1] SUBSEP f[2] SUBSEP "nginx-3"
     r=median(rps[k]); rd=(d in seen)?median(rps[d]):0; rg=(g in seen)?median(rps[g]):0
     over="-"; if ((h in seen) && f[3] ~ /^gateway/) over=sprintf("%+.2f", median(cpu[k])-median(cpu[h]))
     printf "%-5s %5s %-18s %9.0f %15s %7.3f %7.3f %9.2f %8s %8s %10s%s\n", f[1], f[2], f[3], r, sprintf("%.0f-%.0f", mn(rps[k]), mx(rps[k])),
@@ -97,6 +102,7 @@ END {
   print ""
   print "medians of the repetitions; ratios = target median req/s / direct or nginx median req/s (same run)"
   print "-log targets have their access log on; their /nginx is against nginx-log when it ran"
+  print "-3 targets spread over three upstream ports (one version with 3 endpoints; nginx: an upstream block of 3); their /nginx is against nginx-3"
   print "cpu_us/rq = user+sys CPU of the proxy process per request (direct: none); us_over_hyper = gateway cpu - bare hyper peer cpu"
 }' "$TSV" | tee "$OUT/summary.txt"
 
