@@ -144,7 +144,13 @@ async fn load(url: &str, auth: &str, clients: usize, n: usize) -> (Vec<u16>, Vec
                 for i in 0..n / clients {
                     let h = [("authorization", auth.as_str())];
                     if (i + c) % 2 == 0 {
-                        gets.push(get(&url, &h).await.status.as_u16());
+                        // a retried request keeps its request id
+                        let rid = format!("rid-{c}-{i}");
+                        let r = get(&url, &[h[0], ("x-request-id", rid.as_str())]).await;
+                        if r.status == 200 {
+                            assert_eq!(r.json()["headers"]["x-request-id"], rid.as_str());
+                        }
+                        gets.push(r.status.as_u16());
                     } else {
                         let body = Bytes::from_static(b"{\"q\":1}");
                         posts.push(send(Method::POST, &url, &h, body).await.status.as_u16());
@@ -187,6 +193,7 @@ async fn a_killed_replica_is_ejected_its_requests_retried_and_it_is_readmitted()
 
     // b dies under load: its pooled connections close, new ones are refused
     replicas[1].kill().await;
+    let killed_at = std::time::SystemTime::now();
     let (gets, posts) = load(&url, &auth, 4, 200).await;
     let failed_gets = gets.iter().filter(|s| **s != 200).count();
     let failed_posts = posts.iter().filter(|s| **s != 200).count();
@@ -197,6 +204,24 @@ async fn a_killed_replica_is_ejected_its_requests_retried_and_it_is_readmitted()
     assert!(failed_posts <= 3, "{failed_posts} POSTs failed: {posts:?}");
     let h = health(&g).await;
     assert_eq!(state_of(&h, addrs[1]), "ejected", "{h:?}");
+    // the failure that ejected it is its last: how long the ejection took to learn
+    let b_url = format!("http://{}", addrs[1]);
+    let b_health = h.iter().find(|e| e["url"] == b_url.as_str()).unwrap();
+    let checked = time::OffsetDateTime::parse(
+        b_health["checked_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let learned = std::time::SystemTime::from(checked)
+        .duration_since(killed_at)
+        .unwrap_or_default();
+    eprintln!(
+        "replica killed: {failed_gets} GETs and {failed_posts} POSTs of 200 failed; ejected {learned:?} after the kill"
+    );
+    assert!(
+        learned < Duration::from_secs(2),
+        "ejected {learned:?} after the kill"
+    );
     assert!(metric_sum(&g, "switchyard_upstream_ejections_total{").await >= 1.0);
     assert!(metric_sum(&g, "switchyard_upstream_retries_total{").await >= 1.0);
     let ejected_at = Instant::now();
