@@ -89,6 +89,8 @@ fuzz_target!(|ops: Vec<Op>| {
                         VersionState::Running
                     },
                     created_at: 0,
+                    health: None,
+                    min_healthy: 1,
                 });
                 table.apply(&Change::Route {
                     agent,
@@ -125,7 +127,8 @@ fuzz_target!(|ops: Vec<Op>| {
                 model.routes.entry(slot as usize % 9).or_insert((0, None));
             }
             Op::Auth { token } => {
-                let got = table.authenticate(&hash_token(&secret(token)));
+                // the data plane's path: the worker's cache of verified tokens first
+                let got = table.authenticate_token(&secret(token));
                 match (model.tokens.get(&(token % 16)), got) {
                     (None, Err(AuthError::Unknown)) => {}
                     (Some((_, true, _)), Err(AuthError::Revoked)) => {}
