@@ -48,9 +48,21 @@ pub(super) async fn candidate(
     }
 }
 
-/// Probes every endpoint of `v` at once; a 409 `candidate_unhealthy` when fewer than
-/// its `min_healthy` pass.
-pub(super) async fn check(table: &RoutingTable, v: &Version) -> Result<(), ApiError> {
+/// Each endpoint's probe result, how many passed and how many the version needs.
+pub(super) struct Probed {
+    pub passed: usize,
+    pub needed: usize,
+    pub endpoints: Vec<serde_json::Value>,
+}
+
+impl Probed {
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({"passed": self.passed, "needed": self.needed, "endpoints": self.endpoints})
+    }
+}
+
+/// Probes every endpoint of `v` at once, each within `[upstream] gate_timeout_ms`.
+pub(super) async fn probe_all(table: &RoutingTable, v: &Version) -> Probed {
     let timeout = Duration::from_millis(table.policy().gate_timeout_ms);
     let path = v.health.as_ref().map(|h| h.path.as_str());
     let results = futures_util::future::join_all(
@@ -59,17 +71,34 @@ pub(super) async fn check(table: &RoutingTable, v: &Version) -> Result<(), ApiEr
             .map(|u| async move { table.probe(u, path, timeout).await.err() }),
     )
     .await;
-    let passed = results.iter().filter(|r| r.is_none()).count();
-    let needed = v.min_healthy as usize;
+    Probed {
+        passed: results.iter().filter(|r| r.is_none()).count(),
+        needed: v.min_healthy as usize,
+        endpoints: v
+            .upstreams
+            .iter()
+            .zip(&results)
+            .map(|(url, r)| json!({"url": url, "passed": r.is_none(), "error": r}))
+            .collect(),
+    }
+}
+
+/// Probes every endpoint of `v` at once; a 409 `candidate_unhealthy` when fewer than
+/// its `min_healthy` pass.
+pub(super) async fn check(table: &RoutingTable, v: &Version) -> Result<(), ApiError> {
+    refusal(v, probe_all(table, v).await)
+}
+
+/// The gate's verdict on probe results: a 409 `candidate_unhealthy` when too few passed.
+pub(super) fn refusal(v: &Version, p: Probed) -> Result<(), ApiError> {
+    let Probed {
+        passed,
+        needed,
+        endpoints,
+    } = p;
     if passed >= needed {
         return Ok(());
     }
-    let endpoints: Vec<_> = v
-        .upstreams
-        .iter()
-        .zip(&results)
-        .map(|(url, r)| json!({"url": url, "passed": r.is_none(), "error": r}))
-        .collect();
     tracing::warn!(agent = %v.agent, version = %v.label(), passed, "move refused: the candidate is not healthy");
     Err(ApiError::new(
         Code::CandidateUnhealthy,

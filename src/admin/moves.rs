@@ -2,6 +2,7 @@
 
 use super::error::ApiError;
 use super::{agent, env, json_response, outcome_response, parse_json, Admin, AdminResponse, Call};
+use crate::domain::names::version_label;
 use crate::domain::{AgentName, EnvName, MoveKind, MoveRequest, VersionRef};
 use crate::store::Command;
 use bytes::Bytes;
@@ -31,6 +32,8 @@ struct MoveBody {
     expected_revision: Option<u64>,
     #[serde(default)]
     force: bool,
+    #[serde(default)]
+    dry_run: bool,
 }
 
 /// `/v1/agents/{agent}/environments/{env}/{deploy|promote|rollback|undeploy|history}`.
@@ -40,8 +43,12 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
             &Method::POST,
             ["agents", a, "environments", e, op @ ("deploy" | "promote" | "rollback" | "undeploy")],
         ) => {
-            let mut req = move_request(op, agent(a)?, env(e)?, &c.body, c.who.name.clone())?;
+            let (mut req, dry_run) =
+                move_request(op, agent(a)?, env(e)?, &c.body, c.who.name.clone())?;
             req.on_behalf_of = c.on_behalf_of.clone();
+            if dry_run {
+                return plan(admin, req).await;
+            }
             if !req.force {
                 // deploy and promote: the candidate answers first (a rollback is
                 // never held up by a probe)
@@ -93,14 +100,67 @@ async fn rollback_answer(admin: &Admin, m: &crate::domain::Move) -> super::Admin
     json_response(StatusCode::OK, &v)
 }
 
-/// Builds a move request from a body; each action accepts only its own fields.
+/// A move's dry run: what it would do and whether it would be allowed, with nothing
+/// changed (no revision, no history, no swap). The gate's probe runs and is awaited
+/// here, so nothing is left running; a refusal the real move would give is reported
+/// as `allowed: false` with that refusal, still 200.
+async fn plan(admin: &Admin, req: MoveRequest) -> Result<super::AdminResponse, ApiError> {
+    let plan = admin.store.plan_move(req.clone()).await?;
+    let mut refusal = plan.refusal.map(ApiError::from);
+    let gated = matches!(req.kind, MoveKind::Deploy { .. } | MoveKind::Promote { .. });
+    let candidate_health = match plan.to {
+        Some(_) if gated && req.force => json!({"skipped": "force"}),
+        Some(n) if gated => {
+            let r = VersionRef {
+                agent: None,
+                number: n,
+            };
+            let v = admin.store.version(req.agent.clone(), r).await?;
+            let probed = super::gate::probe_all(&admin.table, &v).await;
+            let shown = probed.to_json();
+            if let Err(e) = super::gate::refusal(&v, probed) {
+                refusal.get_or_insert(e);
+            }
+            shown
+        }
+        _ => serde_json::Value::Null,
+    };
+    let label = |n: Option<u32>| n.map(version_label);
+    let body = json!({
+        "dry_run": true,
+        "plan": {
+            "action": plan.action.as_str(),
+            "environment": plan.environment.name.as_str(),
+            "from": label(plan.from),
+            "to": label(plan.to),
+            "revision": plan.revision,
+            "allowed": refusal.is_none(),
+            "refusal": refusal.as_ref().map(|e| json!({
+                "status": e.status().as_u16(),
+                "code": e.code_name(),
+                "message": e.message,
+            })),
+            "checks": {
+                "confirmation_required": plan.environment.protected,
+                "candidate_health": candidate_health,
+                "missing_secrets": [],
+                "canary": null,
+                "releases_pins": false,
+            },
+        },
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// Builds a move request from a body; each action accepts only its own fields. The
+/// second value: whether only its plan is asked for (`dry_run`).
 fn move_request(
     op: &str,
     agent: AgentName,
     environment: EnvName,
     body: &Bytes,
     actor: String,
-) -> Result<MoveRequest, ApiError> {
+) -> Result<(MoveRequest, bool), ApiError> {
     let b: MoveBody = parse_json(body)?;
     let unexpected = |field: &str| ApiError::bad_request(format!("{field}: not accepted by {op}"));
     let refuse = |fields: &[(&str, bool)]| match fields.iter().find(|(_, set)| *set) {
@@ -158,7 +218,7 @@ fn move_request(
             MoveKind::Undeploy
         }
     };
-    Ok(MoveRequest {
+    let req = MoveRequest {
         agent,
         environment,
         kind,
@@ -169,7 +229,8 @@ fn move_request(
         expected_revision: b.expected_revision,
         force: b.force,
         expect_version: None,
-    })
+    };
+    Ok((req, b.dry_run))
 }
 
 /// `?limit=N&before=REV` of a history request.
@@ -213,10 +274,12 @@ mod tests {
     fn move_bodies_accept_only_their_fields() {
         let a = AgentName::parse("a", "bot").unwrap();
         let e = EnvName::parse("e", "staging").unwrap();
-        let body =
-            Bytes::from_static(br#"{"version": "v2", "confirm": true, "expected_revision": 4}"#);
-        let r = move_request("deploy", a.clone(), e.clone(), &body, "me".into()).unwrap();
-        assert!(r.confirm);
+        let body = Bytes::from_static(
+            br#"{"version": "v2", "confirm": true, "expected_revision": 4, "dry_run": true}"#,
+        );
+        let (r, dry_run) =
+            move_request("deploy", a.clone(), e.clone(), &body, "me".into()).unwrap();
+        assert!(r.confirm && dry_run);
         assert_eq!(r.expected_revision, Some(4));
         assert!(move_request("promote", a.clone(), e.clone(), &body, "me".into()).is_err());
         let missing =

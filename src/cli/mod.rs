@@ -73,6 +73,10 @@ pub enum ClientCmd {
         reason: Option<String>,
         #[arg(long)]
         expected_revision: Option<u64>,
+        /// Show the plan (what would move, whether it would be allowed) and change
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Move even if the version's endpoints do not answer the health gate (the
         /// history says forced).
         #[arg(long)]
@@ -90,6 +94,10 @@ pub enum ClientCmd {
         reason: Option<String>,
         #[arg(long)]
         expected_revision: Option<u64>,
+        /// Show the plan (what would move, whether it would be allowed) and change
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Move even if the version's endpoints do not answer the health gate (the
         /// history says forced).
         #[arg(long)]
@@ -107,6 +115,10 @@ pub enum ClientCmd {
         reason: Option<String>,
         #[arg(long)]
         expected_revision: Option<u64>,
+        /// Show the plan (what would move, whether it would be allowed) and change
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         c: ClientOpts,
     },
@@ -118,6 +130,10 @@ pub enum ClientCmd {
         reason: Option<String>,
         #[arg(long)]
         expected_revision: Option<u64>,
+        /// Show the plan (what would move, whether it would be allowed) and change
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         c: ClientOpts,
     },

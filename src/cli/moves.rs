@@ -20,9 +20,15 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
             ref reason,
             expected_revision,
             force,
+            dry_run,
             ..
         } => {
-            let mut body = with_common(json!({"version": version}), reason, expected_revision);
+            let mut body = with_common(
+                json!({"version": version}),
+                reason,
+                expected_revision,
+                dry_run,
+            );
             if force {
                 body["force"] = json!(true);
             }
@@ -42,6 +48,7 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
             ref reason,
             expected_revision,
             force,
+            dry_run,
             ..
         } => {
             let target = match to {
@@ -50,7 +57,7 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                     anyhow!("{environment} is the last stage; name a target with --to")
                 })?,
             };
-            let mut body = with_common(json!({}), reason, expected_revision);
+            let mut body = with_common(json!({}), reason, expected_revision, dry_run);
             if let Some(t) = to {
                 body["to"] = json!(t);
             }
@@ -72,9 +79,10 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
             ref to_version,
             ref reason,
             expected_revision,
+            dry_run,
             ..
         } => {
-            let mut body = with_common(json!({}), reason, expected_revision);
+            let mut body = with_common(json!({}), reason, expected_revision, dry_run);
             if let Some(t) = to_version {
                 body["to_version"] = json!(t);
             }
@@ -92,9 +100,10 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
             ref environment,
             ref reason,
             expected_revision,
+            dry_run,
             ..
         } => {
-            let body = with_common(json!({}), reason, expected_revision);
+            let body = with_common(json!({}), reason, expected_revision, dry_run);
             let m = MoveCall {
                 agent,
                 env: environment,
@@ -212,6 +221,52 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
     Ok(())
 }
 
+/// A plan as lines for a person: the move, whether it is allowed (or the refusal),
+/// confirmation and the candidate's health.
+fn plan_text(agent: &str, p: &Value) -> String {
+    let mut s = format!(
+        "plan: {} {agent}/{}: {} → {} (revision {})\n",
+        cell(&p["action"]),
+        cell(&p["environment"]),
+        cell(&p["from"]),
+        cell(&p["to"]),
+        cell(&p["revision"])
+    );
+    if p["allowed"] == true {
+        s.push_str("allowed: yes\n");
+    } else {
+        let r = &p["refusal"];
+        s.push_str(&format!(
+            "allowed: no — {} {}: {}\n",
+            cell(&r["status"]),
+            cell(&r["code"]),
+            cell(&r["message"])
+        ));
+    }
+    let checks = &p["checks"];
+    let confirmation = if checks["confirmation_required"] == true {
+        "required (protected environment)"
+    } else {
+        "not required"
+    };
+    s.push_str(&format!("confirmation: {confirmation}\n"));
+    let h = &checks["candidate_health"];
+    let health = if h.is_null() {
+        "not probed".to_owned()
+    } else if h["skipped"].is_string() {
+        "skipped (force)".to_owned()
+    } else {
+        format!(
+            "{} of {} endpoints passed, {} needed",
+            cell(&h["passed"]),
+            h["endpoints"].as_array().map_or(0, Vec::len),
+            cell(&h["needed"])
+        )
+    };
+    s.push_str(&format!("candidate health: {health}\n"));
+    s
+}
+
 /// `3/3 up`, or with the ones out named by state: `1/3 up (1 ejected, 1 unhealthy)`.
 fn endpoints_cell(e: &Value) -> String {
     let Some(total) = e["total"].as_u64() else {
@@ -273,7 +328,26 @@ async fn do_move(
         target_env,
         what,
     } = m;
+    let path = format!("/v1/agents/{agent}/environments/{env}/{op}");
+    if body["dry_run"] == true {
+        let v = api.call(Method::POST, &path, Some(body)).await?;
+        if c.json {
+            print_json(&v);
+        } else {
+            print!("{}", plan_text(agent, &v["plan"]));
+        }
+        return Ok(());
+    }
     if protected(api, target_env).await? {
+        if !c.yes {
+            // the plan first, so the operator sees what they confirm
+            let mut dry = body.clone();
+            dry["dry_run"] = json!(true);
+            dry["confirm"] = json!(true);
+            if let Ok(v) = api.call(Method::POST, &path, Some(dry)).await {
+                eprint!("{}", plan_text(agent, &v["plan"]));
+            }
+        }
         if !confirm(
             &format!("{what} in protected environment {target_env} of {agent}?"),
             c.yes,
@@ -282,13 +356,7 @@ async fn do_move(
         }
         body["confirm"] = json!(true);
     }
-    let v = api
-        .call(
-            Method::POST,
-            &format!("/v1/agents/{agent}/environments/{env}/{op}"),
-            Some(body),
-        )
-        .await?;
+    let v = api.call(Method::POST, &path, Some(body)).await?;
     if c.json {
         print_json(&v);
     } else {
@@ -297,7 +365,15 @@ async fn do_move(
     Ok(())
 }
 
-fn with_common(mut body: Value, reason: &Option<String>, expected: Option<u64>) -> Value {
+fn with_common(
+    mut body: Value,
+    reason: &Option<String>,
+    expected: Option<u64>,
+    dry_run: bool,
+) -> Value {
+    if dry_run {
+        body["dry_run"] = json!(true);
+    }
     if let Some(r) = reason {
         body["reason"] = json!(r);
     }

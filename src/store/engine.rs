@@ -4,12 +4,13 @@
 //! with the domain's rules, and only then writes. An error leaves nothing behind (the
 //! backend rolls the transaction back).
 
-use super::{Applied, Command, EventKey, FeedRead, Outcome, Result, Snapshot, Tx};
+use super::{Applied, Command, Error, EventKey, FeedRead, Outcome, Result, Snapshot, Tx};
 use crate::domain::moves::{check_guard, next_pointer, plan_rollback};
 use crate::domain::names::version_label;
 use crate::domain::{
-    AdminTokenRecord, Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveKind,
-    MoveRequest, Pipeline, Pointer, TokenRecord, UndoLink, Version, VersionRef, VersionState,
+    Action, AdminTokenRecord, Agent, AgentName, Change, DomainError, EnvName, EnvSpec, Millis,
+    Move, MoveKind, MoveRequest, Pipeline, Pointer, TokenRecord, UndoLink, Version, VersionRef,
+    VersionState,
 };
 
 /// Longest free-text field (reason, token name, actor) kept, in bytes.
@@ -248,7 +249,44 @@ fn require_running(tx: &mut dyn Tx, agent: &AgentName, n: u32) -> Result<Version
     )?)
 }
 
-fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) -> Result<Applied> {
+/// What a move would do, worked out from the store without writing: the environment it
+/// moves, from which version to which, and the first reason the real move would be
+/// refused. Shared by the move itself and by its dry run.
+#[derive(Debug)]
+pub struct MovePlan {
+    pub action: Action,
+    /// The environment that moves (for a promote: the next one, or `to`).
+    pub environment: EnvSpec,
+    pub from: Option<u32>,
+    /// None when undeployed, or when the target could not be resolved (refused).
+    pub to: Option<u32>,
+    /// The environment's revision now (what `expected_revision` must name).
+    pub revision: u64,
+    /// Why the real move would be refused, the first reason it would give.
+    pub refusal: Option<Error>,
+    cur: Pointer,
+    rollback_undo: Option<UndoLink>,
+}
+
+/// Refusals a plan reports as `allowed: false`; any other error (unknown agent,
+/// environment or version, invalid input) is the answer itself.
+fn is_refusal(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Domain(
+            DomainError::ConfirmationRequired { .. }
+                | DomainError::RevisionConflict { .. }
+                | DomainError::VersionStopped { .. }
+                | DomainError::NotDeployed(_)
+                | DomainError::NothingToRollBack(_)
+                | DomainError::AlreadyLive { .. }
+                | DomainError::CandidateChanged(_)
+        )
+    )
+}
+
+/// Plans `req` without writing ([`MovePlan`]).
+pub fn plan_move(tx: &mut dyn Tx, p: &Pipeline, req: &MoveRequest) -> Result<MovePlan> {
     require_agent(tx, &req.agent)?;
     check_text("reason", req.reason.as_deref().unwrap_or(""))?;
     check_text("actor", &req.actor)?;
@@ -265,14 +303,57 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
         _ => source.clone(),
     };
     let cur = tx.pointer(&req.agent, &target_env.name)?;
-    check_guard(&target_env, &cur, req.confirm, req.expected_revision)?;
+    // the guard's refusal comes first, as the real move gives it
+    let guard = check_guard(&target_env, &cur, req.confirm, req.expected_revision)
+        .err()
+        .map(Error::from);
+    let resolved = resolve_target(tx, req, &source, &target_env, &cur);
+    let (target, rollback_undo, mut refusal) = match (guard, resolved) {
+        (Some(g), Ok((t, u))) => (t, u, Some(g)),
+        (Some(g), Err(_)) => (None, None, Some(g)),
+        (None, Ok((t, u))) => (t, u, None),
+        (None, Err(e)) if is_refusal(&e) => (None, None, Some(e)),
+        (None, Err(e)) => return Err(e),
+    };
+    if refusal.is_none() && req.expect_version.is_some() && req.expect_version != target {
+        refusal = Some(DomainError::CandidateChanged(source.name.to_string()).into());
+    }
+    if let (None, Some(t), Some(c)) = (&refusal, target, cur.version) {
+        if t == c {
+            refusal = Some(
+                DomainError::AlreadyLive {
+                    environment: target_env.name.to_string(),
+                    version: version_label(t),
+                }
+                .into(),
+            );
+        }
+    }
+    Ok(MovePlan {
+        action: req.kind.action(),
+        revision: cur.revision,
+        from: cur.version,
+        to: target,
+        environment: target_env,
+        refusal,
+        cur,
+        rollback_undo,
+    })
+}
 
-    let action = req.kind.action();
-    let mut rollback_undo = None;
-    let target: Option<u32> = match &req.kind {
+/// The version `req` would make live in `target_env` (None: undeploy), and for a
+/// rollback the undo link it leaves.
+fn resolve_target(
+    tx: &mut dyn Tx,
+    req: &MoveRequest,
+    source: &EnvSpec,
+    target_env: &EnvSpec,
+    cur: &Pointer,
+) -> Result<(Option<u32>, Option<UndoLink>)> {
+    match &req.kind {
         MoveKind::Deploy { version } => {
             let v = running(require_version(tx, &req.agent, version)?)?;
-            Some(v.number)
+            Ok((Some(v.number), None))
         }
         MoveKind::Promote { .. } => {
             if source.name == target_env.name {
@@ -286,7 +367,7 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
             let n = from
                 .version
                 .ok_or_else(|| DomainError::NotDeployed(source.name.to_string()))?;
-            Some(require_running(tx, &req.agent, n)?.number)
+            Ok((Some(require_running(tx, &req.agent, n)?.number), None))
         }
         MoveKind::Rollback { to_version } => {
             let to = match to_version {
@@ -305,7 +386,7 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
                 None => None,
             };
             let (agent, env) = (req.agent.clone(), target_env.name.clone());
-            let (n, undo) = plan_rollback(&env, &cur, to, |rev| {
+            let (n, undo) = plan_rollback(&env, cur, to, |rev| {
                 if rev == 0 {
                     Ok(UndoLink::EMPTY)
                 } else {
@@ -313,29 +394,30 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
                 }
             })?;
             require_running(tx, &req.agent, n)?;
-            rollback_undo = Some(undo);
-            Some(n)
+            Ok((Some(n), Some(undo)))
         }
         MoveKind::Undeploy => {
             if cur.version.is_none() {
                 return Err(DomainError::NotDeployed(target_env.name.to_string()).into());
             }
-            None
-        }
-    };
-    if req.expect_version.is_some() && req.expect_version != target {
-        return Err(DomainError::CandidateChanged(source.name.to_string()).into());
-    }
-    if let (Some(t), Some(c)) = (target, cur.version) {
-        if t == c {
-            return Err(DomainError::AlreadyLive {
-                environment: target_env.name.to_string(),
-                version: version_label(t),
-            }
-            .into());
+            Ok((None, None))
         }
     }
+}
 
+fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) -> Result<Applied> {
+    let plan = plan_move(tx, p, &req)?;
+    if let Some(e) = plan.refusal {
+        return Err(e);
+    }
+    let MovePlan {
+        action,
+        environment: target_env,
+        to: target,
+        cur,
+        rollback_undo,
+        ..
+    } = plan;
     let revision = tx.bump_revision()?;
     let pointer = next_pointer(&cur, action, target, rollback_undo, revision, now);
     let mv = Move {

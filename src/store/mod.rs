@@ -322,6 +322,12 @@ impl Store {
     }
 
     /// Validates and commits one command.
+    /// What a move would do, read without writing ([`engine::plan_move`]).
+    pub async fn plan_move(&self, req: crate::domain::MoveRequest) -> Result<engine::MovePlan> {
+        self.blocking(false, move |tx, p| engine::plan_move(tx, p, &req))
+            .await
+    }
+
     pub async fn execute(&self, cmd: Command) -> Result<Applied> {
         self.blocking(true, move |tx, p| {
             let now = crate::domain::now_ms();

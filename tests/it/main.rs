@@ -16,6 +16,7 @@ mod identity;
 mod limits;
 mod metrics;
 mod outcome;
+mod plans;
 mod process;
 mod proxy;
 mod replicas;

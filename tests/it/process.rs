@@ -200,10 +200,28 @@ async fn cli_drives_the_admin_api() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("deploy bot/staging: - → v1"), "{out}");
 
-    // production is protected: without a terminal and without --yes, nothing moves
+    // a dry run prints the plan and moves nothing
+    let (code, out, err) = run(vec!["deploy", "bot", "staging", "v2", "--dry-run"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("plan: deploy bot/staging: v1 → v2"), "{out}");
+    assert!(
+        out.contains("allowed: yes") && out.contains("1 of 1 endpoints passed"),
+        "{out}"
+    );
+    let (_, snap) = g.get_admin("/v1/agents/bot").await;
+    assert_eq!(snap["environments"]["staging"]["version"], "v1");
+
+    // production is protected: without a terminal and without --yes, nothing moves;
+    // the plan is shown before the question
     let (code, _, err) = run(vec!["promote", "bot", "staging"]).await.unwrap();
     assert_ne!(code, 0);
-    assert!(err.contains("--yes") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("plan: promote bot/production: - → v1"),
+        "{err}"
+    );
+    assert!(err.lines().last().unwrap_or("").contains("--yes"), "{err}");
     let (_, snap) = g.get_admin("/v1/agents/bot").await;
     assert_eq!(snap["environments"]["production"], Value::Null);
     let (code, out, err) = run(vec!["promote", "bot", "staging", "--yes", "--json"])
