@@ -61,6 +61,7 @@ fn main() {
             created_at: 0,
             expires_at: None,
             revoked_at: None,
+            suspended_at: None,
             hash: hash_token(secret.as_bytes()),
         }));
     }

@@ -57,6 +57,7 @@ fn build(n: usize) -> (RoutingTable, Vec<Secret>, Vec<(AgentName, EnvName)>) {
             created_at: 0,
             expires_at: None,
             revoked_at: None,
+            suspended_at: None,
             hash: hash_token(secret.as_bytes()),
         }));
         let mut b = [0u8; 68];

@@ -119,6 +119,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     created_at: 0,
                     expires_at: expired.then_some(1),
                     revoked_at: revoked.then_some(1),
+                    suspended_at: None,
                     hash: hash_token(&secret(token)),
                 }));
                 model

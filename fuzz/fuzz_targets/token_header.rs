@@ -32,6 +32,7 @@ fn table() -> &'static RoutingTable {
                 created_at: 0,
                 expires_at: None,
                 revoked_at: revoked,
+                suspended_at: None,
                 hash: hash_token(token),
             }));
         }

@@ -155,6 +155,7 @@ pub fn classify(e: &DomainError) -> Code {
         D::ConfirmationRequired { .. } => Code::ConfirmationRequired,
         D::RevisionConflict { .. } => Code::RevisionConflict,
         D::CandidateChanged(_) => Code::Conflict,
+        D::TokenRevoked(_) => Code::Conflict,
     }
 }
 
@@ -283,6 +284,7 @@ mod tests {
             (D::CandidateChanged(s()), Code::Conflict),
             (D::TokenNotFound(s()), Code::NotFound),
             (D::AdminTokenNotFound(s()), Code::NotFound),
+            (D::TokenRevoked(s()), Code::Conflict),
             (D::AdminTokenExists(s()), Code::Conflict),
         ];
         // every variant is in the table, each once, in declaration order: `place` has
@@ -304,7 +306,8 @@ mod tests {
             D::CandidateChanged(_) => 13,
             D::TokenNotFound(_) => 14,
             D::AdminTokenNotFound(_) => 15,
-            D::AdminTokenExists(_) => 16,
+            D::TokenRevoked(_) => 16,
+            D::AdminTokenExists(_) => 17,
         };
         let placed: Vec<usize> = table.iter().map(|(e, _)| place(e)).collect();
         assert_eq!(placed, (0..table.len()).collect::<Vec<_>>());

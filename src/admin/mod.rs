@@ -348,6 +348,7 @@ fn known_path(segs: &[&str]) -> bool {
                 "deploy" | "promote" | "rollback" | "undeploy" | "history" | "tokens"
             ]
             | ["tokens", _]
+            | ["tokens", _, "suspend" | "resume"]
             | ["admin-tokens"]
             | ["admin-tokens", _]
             | ["whoami"]

@@ -1,4 +1,5 @@
-//! Deployment tokens: minted (the secret shown once), listed without secrets, revoked.
+//! Deployment tokens: minted (the secret shown once), listed without secrets,
+//! suspended and resumed, revoked.
 
 use super::error::ApiError;
 use super::{
@@ -53,6 +54,14 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
                 return Err(ApiError::internal("unexpected outcome"));
             };
             Ok(created_with_secret(&t, minted.secret))
+        }
+        (&Method::POST, ["tokens", id, op @ ("suspend" | "resume")]) => {
+            let cmd = Command::SuspendToken {
+                id: (*id).to_owned(),
+                suspend: *op == "suspend",
+            };
+            let applied = admin.execute(cmd, &c.who.name).await?;
+            Ok(super::outcome_response(StatusCode::OK, applied))
         }
         (&Method::DELETE, ["tokens", id]) => {
             let cmd = Command::RevokeToken {

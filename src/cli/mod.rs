@@ -249,6 +249,10 @@ pub enum TokenCmd {
     List { agent: String, environment: String },
     /// Revoke a token; it stops working for the next request.
     Revoke { id: String },
+    /// Suspend a token: it answers 403 token_suspended until resumed.
+    Suspend { id: String },
+    /// Resume a suspended token.
+    Resume { id: String },
 }
 
 #[derive(Subcommand)]

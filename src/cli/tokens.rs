@@ -53,8 +53,24 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                         ("CREATED", "created_at"),
                         ("EXPIRES", "expires_at"),
                         ("REVOKED", "revoked_at"),
+                        ("SUSPENDED", "suspended_at"),
                     ],
                 );
+            }
+            TokenCmd::Suspend { ref id } | TokenCmd::Resume { ref id } => {
+                let op = if matches!(action, TokenCmd::Suspend { .. }) {
+                    "suspend"
+                } else {
+                    "resume"
+                };
+                let v = api
+                    .call(Method::POST, &format!("/v1/tokens/{id}/{op}"), None)
+                    .await?;
+                if c.json {
+                    print_json(&v);
+                } else {
+                    println!("{op}ed {id}");
+                }
             }
             TokenCmd::Revoke { id } => {
                 api.call(Method::DELETE, &format!("/v1/tokens/{id}"), None)

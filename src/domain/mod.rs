@@ -122,6 +122,8 @@ pub enum DomainError {
     TokenNotFound(String),
     #[error("admin token {0} not found")]
     AdminTokenNotFound(String),
+    #[error("token {0} is revoked: it cannot be suspended or resumed")]
+    TokenRevoked(String),
     #[error("an admin token named {0} already exists; revoke it first")]
     AdminTokenExists(String),
 }

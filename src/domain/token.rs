@@ -57,6 +57,9 @@ pub struct TokenRecord {
     pub expires_at: Option<Millis>,
     #[serde(serialize_with = "ser_opt_time")]
     pub revoked_at: Option<Millis>,
+    /// Suspended (answers 403 `token_suspended`) until resumed.
+    #[serde(serialize_with = "ser_opt_time")]
+    pub suspended_at: Option<Millis>,
     #[serde(skip)]
     pub hash: TokenHash,
 }
@@ -87,6 +90,7 @@ mod tests {
             created_at: 0,
             expires_at: None,
             revoked_at: None,
+            suspended_at: None,
             hash: m.hash,
         };
         let json = serde_json::to_string(&r).unwrap();

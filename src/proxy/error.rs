@@ -14,6 +14,7 @@ pub enum ProxyError {
     TokenRevoked,
     TokenExpired,
     WrongEnvironment,
+    TokenSuspended,
     BodyTooLarge,
     HeadersTooLarge,
     UpstreamUnavailable,
@@ -27,13 +28,14 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    pub const ALL: [ProxyError; 16] = [
+    pub const ALL: [ProxyError; 17] = [
         Self::BadRequest,
         Self::MissingToken,
         Self::UnknownToken,
         Self::TokenRevoked,
         Self::TokenExpired,
         Self::WrongEnvironment,
+        Self::TokenSuspended,
         Self::BodyTooLarge,
         Self::HeadersTooLarge,
         Self::UpstreamUnavailable,
@@ -56,16 +58,17 @@ impl ProxyError {
             Self::TokenRevoked => 3,
             Self::TokenExpired => 4,
             Self::WrongEnvironment => 5,
-            Self::BodyTooLarge => 6,
-            Self::HeadersTooLarge => 7,
-            Self::UpstreamUnavailable => 8,
-            Self::NotDeployed => 9,
-            Self::VersionStopped => 10,
-            Self::UpstreamTimeout => 11,
-            Self::RequestTimeout => 12,
-            Self::Overloaded => 13,
-            Self::NotImplemented => 14,
-            Self::ClientAborted => 15,
+            Self::TokenSuspended => 6,
+            Self::BodyTooLarge => 7,
+            Self::HeadersTooLarge => 8,
+            Self::UpstreamUnavailable => 9,
+            Self::NotDeployed => 10,
+            Self::VersionStopped => 11,
+            Self::UpstreamTimeout => 12,
+            Self::RequestTimeout => 13,
+            Self::Overloaded => 14,
+            Self::NotImplemented => 15,
+            Self::ClientAborted => 16,
         }
     }
 
@@ -92,6 +95,11 @@ impl ProxyError {
                 StatusCode::FORBIDDEN,
                 "token_expired",
                 "this deployment token has expired",
+            ),
+            Self::TokenSuspended => (
+                StatusCode::FORBIDDEN,
+                "token_suspended",
+                "this deployment token is suspended",
             ),
             Self::WrongEnvironment => (
                 StatusCode::FORBIDDEN,
@@ -173,6 +181,7 @@ impl ProxyError {
             Self::TokenRevoked => Some("revoked"),
             Self::TokenExpired => Some("expired"),
             Self::WrongEnvironment => Some("wrong_environment"),
+            Self::TokenSuspended => Some("suspended"),
             Self::BadRequest
             | Self::BodyTooLarge
             | Self::HeadersTooLarge
@@ -193,6 +202,7 @@ impl From<AuthError> for ProxyError {
         match e {
             AuthError::Unknown => Self::UnknownToken,
             AuthError::Revoked => Self::TokenRevoked,
+            AuthError::Suspended => Self::TokenSuspended,
             AuthError::Expired => Self::TokenExpired,
         }
     }
@@ -211,6 +221,7 @@ mod tests {
             (403, "token_revoked"),
             (403, "token_expired"),
             (403, "wrong_environment"),
+            (403, "token_suspended"),
             (413, "body_too_large"),
             (431, "headers_too_large"),
             (502, "upstream_unavailable"),
@@ -248,8 +259,11 @@ mod tests {
                 "unknown",
                 "revoked",
                 "expired",
-                "wrong_environment"
+                "wrong_environment",
+                "suspended"
             ]
         );
+        // every reason has its metric series, in the same order
+        assert_eq!(reasons, crate::telemetry::AUTH_REASONS);
     }
 }

@@ -194,6 +194,7 @@ pub struct TokenEntry {
     pub slot: Arc<Slot>,
     pub expires_at: Option<Millis>,
     pub revoked: bool,
+    pub suspended: bool,
     /// A newer record of this token is in the table.
     stale: AtomicBool,
 }
@@ -203,6 +204,9 @@ impl TokenEntry {
     fn check(&self) -> Result<Arc<Slot>, AuthError> {
         if self.revoked {
             return Err(AuthError::Revoked);
+        }
+        if self.suspended {
+            return Err(AuthError::Suspended);
         }
         if let Some(exp) = self.expires_at {
             if now_ms() >= exp {
@@ -252,6 +256,7 @@ fn slot_key<'a>(buf: &'a mut [u8; 128], agent: &AgentName, env: &EnvName) -> &'a
 pub enum AuthError {
     Unknown,
     Revoked,
+    Suspended,
     Expired,
 }
 
@@ -462,6 +467,7 @@ impl RoutingTable {
             slot: self.slot(&t.agent, &t.environment),
             expires_at: t.expires_at,
             revoked: t.revoked_at.is_some(),
+            suspended: t.suspended_at.is_some(),
             stale: AtomicBool::new(false),
         };
         if let Some(old) = self.tokens.insert(t.hash, Arc::new(entry)) {
@@ -565,6 +571,7 @@ mod tests {
             created_at: 0,
             expires_at: None,
             revoked_at: None,
+            suspended_at: None,
             hash: hash_token(secret.as_bytes()),
         }
     }

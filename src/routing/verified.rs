@@ -124,6 +124,7 @@ mod tests {
             created_at: 0,
             expires_at: None,
             revoked_at: None,
+            suspended_at: None,
             hash: hash_token(secret.as_bytes()),
         }
     }

@@ -150,6 +150,7 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
                 created_at: now,
                 expires_at,
                 revoked_at: None,
+                suspended_at: None,
                 hash,
             };
             tx.insert_token(&record)?;
@@ -206,6 +207,30 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
                 outcome: Outcome::AdminToken(record),
                 revision,
                 changes: vec![],
+            })
+        }
+        Command::SuspendToken { id, suspend } => {
+            let mut record = tx
+                .token(&id)?
+                .ok_or_else(|| DomainError::TokenNotFound(id.clone()))?;
+            if record.revoked_at.is_some() {
+                return Err(DomainError::TokenRevoked(id).into());
+            }
+            // suspending again keeps the first time; resuming an active token is a no-op
+            let at = match (suspend, record.suspended_at) {
+                (true, Some(t)) => Some(t),
+                (true, None) => Some(now),
+                (false, _) => None,
+            };
+            if at != record.suspended_at {
+                tx.set_token_suspended(&id, at)?;
+                record.suspended_at = at;
+            }
+            let revision = tx.bump_revision()?;
+            Ok(Applied {
+                outcome: Outcome::Token(record.clone()),
+                revision,
+                changes: vec![Change::Token(record)],
             })
         }
         Command::RevokeToken { id } => {

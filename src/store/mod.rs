@@ -67,6 +67,11 @@ pub enum Command {
         id: String,
         hash: TokenHash,
     },
+    /// Suspends or resumes a deployment token (a revoked one is refused).
+    SuspendToken {
+        id: String,
+        suspend: bool,
+    },
     RevokeToken {
         id: String,
     },
@@ -155,6 +160,8 @@ pub trait Tx {
     fn insert_token(&mut self, token: &TokenRecord) -> Result<()>;
     fn token(&mut self, id: &str) -> Result<Option<TokenRecord>>;
     fn revoke_token(&mut self, id: &str, at: Millis) -> Result<()>;
+    /// Suspends (`Some(time)`) or resumes (`None`) a token.
+    fn set_token_suspended(&mut self, id: &str, at: Option<Millis>) -> Result<()>;
     /// Tokens of (agent, environment), or (None) every token.
     fn tokens(&mut self, scope: Option<(&AgentName, &EnvName)>) -> Result<Vec<TokenRecord>>;
 

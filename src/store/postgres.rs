@@ -113,7 +113,8 @@ BEGIN
         ('history', 'on_behalf_of', 'TEXT'),
         ('history', 'forced', 'BOOLEAN NOT NULL DEFAULT false'),
         ('versions', 'health', 'TEXT'),
-        ('versions', 'min_healthy', 'BIGINT NOT NULL DEFAULT 1')
+        ('versions', 'min_healthy', 'BIGINT NOT NULL DEFAULT 1'),
+        ('tokens', 'suspended_at', 'BIGINT')
     ) AS t (tab, col, ty) LOOP
         IF NOT EXISTS (
             SELECT 1 FROM information_schema.columns
@@ -373,7 +374,8 @@ fn admin_token_from(r: &Row) -> Result<AdminTokenRecord> {
     })
 }
 
-const TOKEN_COLS: &str = "id, hash, agent, environment, name, created_at, expires_at, revoked_at";
+const TOKEN_COLS: &str =
+    "id, hash, agent, environment, name, created_at, expires_at, revoked_at, suspended_at";
 
 fn token_from(r: &Row) -> Result<TokenRecord> {
     let hash: Vec<u8> = get(r, 1)?;
@@ -388,6 +390,7 @@ fn token_from(r: &Row) -> Result<TokenRecord> {
         created_at: get(r, 5)?,
         expires_at: get(r, 6)?,
         revoked_at: get(r, 7)?,
+        suspended_at: get(r, 8)?,
     })
 }
 
@@ -679,7 +682,9 @@ impl Tx for PgTx<'_> {
 
     fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
         self.exec(
-            &format!("INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+            &format!(
+                "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
             &[
                 &t.id,
                 &&t.hash[..],
@@ -689,6 +694,7 @@ impl Tx for PgTx<'_> {
                 &t.created_at,
                 &t.expires_at,
                 &t.revoked_at,
+                &t.suspended_at,
             ],
         )?;
         Ok(())
@@ -697,6 +703,14 @@ impl Tx for PgTx<'_> {
     fn token(&mut self, id: &str) -> Result<Option<TokenRecord>> {
         let sql = format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = $1");
         self.opt(&sql, &[&id])?.map(|r| token_from(&r)).transpose()
+    }
+
+    fn set_token_suspended(&mut self, id: &str, at: Option<Millis>) -> Result<()> {
+        self.exec(
+            "UPDATE tokens SET suspended_at = $2 WHERE id = $1",
+            &[&id, &at],
+        )?;
+        Ok(())
     }
 
     fn revoke_token(&mut self, id: &str, at: Millis) -> Result<()> {

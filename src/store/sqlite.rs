@@ -90,11 +90,12 @@ CREATE TABLE IF NOT EXISTS admin_tokens (
 
 /// Columns added after a table was first created: (table, column, type). Added on
 /// open when missing, so a file written by an older release keeps working.
-const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     ("history", "on_behalf_of", "TEXT"),
     ("history", "forced", "INTEGER NOT NULL DEFAULT 0"),
     ("versions", "health", "TEXT"),
     ("versions", "min_healthy", "INTEGER NOT NULL DEFAULT 1"),
+    ("tokens", "suspended_at", "INTEGER"),
 ];
 
 /// SQLite's errors: busy or locked (another writer holds the file past the busy
@@ -369,7 +370,8 @@ fn admin_token_from(row: AdminTokenRow) -> Result<AdminTokenRecord> {
     })
 }
 
-const TOKEN_COLS: &str = "id, hash, agent, environment, name, created_at, expires_at, revoked_at";
+const TOKEN_COLS: &str =
+    "id, hash, agent, environment, name, created_at, expires_at, revoked_at, suspended_at";
 
 type TokenRow = (
     String,
@@ -378,6 +380,7 @@ type TokenRow = (
     String,
     String,
     i64,
+    Option<i64>,
     Option<i64>,
     Option<i64>,
 );
@@ -392,11 +395,12 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         r.get(5)?,
         r.get(6)?,
         r.get(7)?,
+        r.get(8)?,
     ))
 }
 
 fn token_from(row: TokenRow) -> Result<TokenRecord> {
-    let (id, hash, agent, env, name, created_at, expires_at, revoked_at) = row;
+    let (id, hash, agent, env, name, created_at, expires_at, revoked_at, suspended_at) = row;
     Ok(TokenRecord {
         id,
         hash: hash
@@ -408,6 +412,7 @@ fn token_from(row: TokenRow) -> Result<TokenRecord> {
         created_at,
         expires_at,
         revoked_at,
+        suspended_at,
     })
 }
 
@@ -737,7 +742,9 @@ impl Tx for SqliteTx<'_> {
 
     fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
         self.exec_cached(
-            &format!("INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            &format!(
+                "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ),
             params![
                 t.id,
                 &t.hash[..],
@@ -746,7 +753,8 @@ impl Tx for SqliteTx<'_> {
                 t.name,
                 t.created_at,
                 t.expires_at,
-                t.revoked_at
+                t.revoked_at,
+                t.suspended_at
             ],
         )
         .map_err(backend)?;
@@ -756,6 +764,15 @@ impl Tx for SqliteTx<'_> {
     fn token(&mut self, id: &str) -> Result<Option<TokenRecord>> {
         let sql = format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1");
         self.one(&sql, [id], token_row, token_from)
+    }
+
+    fn set_token_suspended(&mut self, id: &str, at: Option<Millis>) -> Result<()> {
+        self.exec_cached(
+            "UPDATE tokens SET suspended_at = ?2 WHERE id = ?1",
+            params![id, at],
+        )
+        .map_err(backend)?;
+        Ok(())
     }
 
     fn revoke_token(&mut self, id: &str, at: Millis) -> Result<()> {

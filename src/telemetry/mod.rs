@@ -103,19 +103,20 @@ impl UpstreamErrorKind {
 }
 
 /// Auth failure reasons, the `reason` label.
-pub const AUTH_REASONS: [&str; 5] = [
+pub const AUTH_REASONS: [&str; 6] = [
     "missing",
     "unknown",
     "revoked",
     "expired",
     "wrong_environment",
+    "suspended",
 ];
 
 /// The gateway's metrics: the recorder and the handles that need no route.
 pub struct Metrics {
     recorder: Option<PrometheusRecorder>,
     handle: Option<PrometheusHandle>,
-    pub auth_failures: [Counter; 5],
+    pub auth_failures: [Counter; 6],
     pub moves: [Counter; 4],
     /// Requests and connections refused at a limit, by limit (see [`OVERLOAD_LIMITS`]).
     pub overload: [Counter; 2],

@@ -66,6 +66,20 @@ async fn moves_and_revocations_reach_every_node() {
         served_version(&a, &auth).await == (200, Some("v1".into()))
     })
     .await;
+    // a suspension made through B reaches A, and so does the resume through A
+    let (s, body) = b.post(&format!("/v1/tokens/{id}/suspend"), json!({})).await;
+    assert_eq!(s, 200, "{body}");
+    eventually("A refuses the suspended token", || async {
+        let r = get(&a.url("/"), &[("authorization", auth.as_str())]).await;
+        r.status == 403 && r.error_code() == "token_suspended"
+    })
+    .await;
+    let (s, body) = a.post(&format!("/v1/tokens/{id}/resume"), json!({})).await;
+    assert_eq!(s, 200, "{body}");
+    eventually("B serves the resumed token", || async {
+        served_version(&b, &auth).await == (200, Some("v1".into()))
+    })
+    .await;
     let (s, _) = a
         .admin(Method::DELETE, &format!("/v1/tokens/{id}"), None)
         .await;

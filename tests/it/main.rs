@@ -21,4 +21,5 @@ mod process;
 mod proxy;
 mod replicas;
 mod support;
+mod suspend;
 mod upstream_tls;
