@@ -14,6 +14,7 @@ use switchyard::routing::{AuthError, RoutingTable};
 
 const KNOWN: &[u8] = b"swy_known-token-0123456789";
 const REVOKED: &[u8] = b"swy_revoked-token";
+const SUSPENDED: &[u8] = b"swy_suspended-token";
 
 fn table() -> &'static RoutingTable {
     static T: OnceLock<RoutingTable> = OnceLock::new();
@@ -23,7 +24,11 @@ fn table() -> &'static RoutingTable {
             (Ok(a), Ok(e)) => (a, e),
             _ => panic!("fixed names are valid"),
         };
-        for (token, revoked) in [(KNOWN, None), (REVOKED, Some(1))] {
+        for (token, revoked, suspended) in [
+            (KNOWN, None, None),
+            (REVOKED, Some(1), None),
+            (SUSPENDED, None, Some(1)),
+        ] {
             t.apply(&Change::Token(TokenRecord {
                 id: "tok".into(),
                 agent: agent.clone(),
@@ -32,7 +37,7 @@ fn table() -> &'static RoutingTable {
                 created_at: 0,
                 expires_at: None,
                 revoked_at: revoked,
-                suspended_at: None,
+                suspended_at: suspended,
                 hash: hash_token(token),
             }));
         }
@@ -51,13 +56,17 @@ fuzz_target!(|data: &[u8]| {
     assert!(!token.is_empty());
     assert!(data.len() > 7 && data[..7].eq_ignore_ascii_case(b"bearer "));
     assert_eq!(token, token.trim_ascii());
-    match table().authenticate(&hash_token(token)) {
+    // the data plane's path: the worker's cache of verified tokens first
+    match table().authenticate_token(token) {
         Ok(slot) => {
             assert_eq!(token, KNOWN);
             assert_eq!(slot.agent.as_str(), "bot");
         }
         Err(AuthError::Revoked) => assert_eq!(token, REVOKED),
-        Err(AuthError::Unknown) => assert!(token != KNOWN && token != REVOKED),
+        Err(AuthError::Suspended) => assert_eq!(token, SUSPENDED),
+        Err(AuthError::Unknown) => {
+            assert!(token != KNOWN && token != REVOKED && token != SUSPENDED)
+        }
         Err(AuthError::Expired) => panic!("no token here expires"),
     }
 });
