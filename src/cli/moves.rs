@@ -330,6 +330,10 @@ async fn do_move(
     } = m;
     let path = format!("/v1/agents/{agent}/environments/{env}/{op}");
     if body["dry_run"] == true {
+        // with --yes the plan is that of the confirmed move
+        if c.yes {
+            body["confirm"] = json!(true);
+        }
         let v = api.call(Method::POST, &path, Some(body)).await?;
         if c.json {
             print_json(&v);

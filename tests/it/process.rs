@@ -222,6 +222,15 @@ async fn cli_drives_the_admin_api() {
         "{err}"
     );
     assert!(err.lines().last().unwrap_or("").contains("--yes"), "{err}");
+    // a dry run with --yes plans the confirmed move
+    let (code, out, err) = run(vec!["promote", "bot", "staging", "--dry-run", "--yes"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("allowed: yes") && out.contains("confirmation: required"),
+        "{out}"
+    );
     let (_, snap) = g.get_admin("/v1/agents/bot").await;
     assert_eq!(snap["environments"]["production"], Value::Null);
     let (code, out, err) = run(vec!["promote", "bot", "staging", "--yes", "--json"])
