@@ -3,7 +3,8 @@
 //!
 //! Per request: the token found in the worker's cache of verified tokens (a keyed
 //! SipHash; SHA-256 and one `DashMap` read the first time), one `ArcSwap` load
-//! (slot → route), a round-robin pick, header edits in place, and the
+//! (slot → route), the endpoint picked (two random choices by outstanding requests
+//! when a version has several; [`crate::routing::health`]), header edits in place, and the
 //! upstream call on a connection of the worker's own pool ([`upstream`]: hyper's
 //! client connections, driven inside the request's task). No lock is held across an
 //! `.await`; nothing grows with the number of agents, versions or tokens. A request
@@ -433,10 +434,13 @@ impl Proxy {
         Ok(Response::from_parts(parts, Either::Left(body)))
     }
 
-    /// Sends the request to the version's upstreams: round robin, a pooled keep-alive
-    /// connection or a new one, moving on to the next endpoint when one refuses the
-    /// connection, all within one response-head deadline. The request is only handed
-    /// over once a connection is open, so a refusal never costs the body.
+    /// Sends the request to the version's upstreams: the picked endpoint, a pooled
+    /// keep-alive connection or a new one; another endpoint when nothing was sent, or
+    /// for GET, HEAD and OPTIONS when the connection closed before any response byte
+    /// (within `[upstream] retries` and the version's retry budget); each attempt's
+    /// outcome recorded for passive ejection; all within one response-head deadline.
+    /// The request is only handed over once a connection is open, so a refusal never
+    /// costs the body.
     async fn send(
         &self,
         req: Request<Incoming>,
