@@ -13,7 +13,6 @@ use super::Admin;
 use crate::domain::{MoveKind, MoveRequest, Version, VersionRef};
 use crate::routing::RoutingTable;
 use serde_json::json;
-use std::time::Duration;
 
 /// The version a deploy or promote would make live, when it can be told before the
 /// move (otherwise the move itself answers why it cannot be made).
@@ -63,7 +62,7 @@ impl Probed {
 
 /// Probes every endpoint of `v` at once, each within `[upstream] gate_timeout_ms`.
 pub(super) async fn probe_all(table: &RoutingTable, v: &Version) -> Probed {
-    let timeout = Duration::from_millis(table.policy().gate_timeout_ms);
+    let timeout = table.policy().gate_timeout();
     let path = v.health.as_ref().map(|h| h.path.as_str());
     let results = futures_util::future::join_all(
         v.upstreams

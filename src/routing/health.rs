@@ -49,15 +49,6 @@ pub struct EndpointState {
     fails: AtomicU32,
 }
 
-/// How a finished attempt went, for the endpoint's record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// An answer below 500.
-    Ok,
-    /// A connect error, a timeout, a reset or a 5xx answer.
-    Failed,
-}
-
 /// The endpoint's state, as `GET …/versions/{v}/health` words it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthState {

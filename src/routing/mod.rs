@@ -30,7 +30,7 @@ pub mod checks;
 pub mod health;
 mod verified;
 
-pub use health::{EndpointState, HealthState, Outcome, Replicas, RetryBudget, UpstreamPolicy};
+pub use health::{EndpointState, HealthState, Replicas, RetryBudget, UpstreamPolicy};
 
 /// What the data plane keeps for one upstream address — the proxy's connection pool —
 /// opaque to the table: the proxy made it and the proxy reads it back.
