@@ -41,6 +41,7 @@ fn main() {
                 environment: env.clone(),
                 revision: 1,
                 version: Some(version.clone()),
+                extra: None,
             });
         }
     }
@@ -62,6 +63,7 @@ fn main() {
             expires_at: None,
             revoked_at: None,
             suspended_at: None,
+            scopes: vec![],
             hash: hash_token(secret.as_bytes()),
         }));
     }

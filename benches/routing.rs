@@ -38,6 +38,7 @@ fn build(n: usize) -> (RoutingTable, Vec<Secret>, Vec<(AgentName, EnvName)>) {
                 environment: env.clone(),
                 revision: 1,
                 version: Some(version.clone()),
+                extra: None,
             });
             slots.push((agent.clone(), env.clone()));
         }
@@ -58,6 +59,7 @@ fn build(n: usize) -> (RoutingTable, Vec<Secret>, Vec<(AgentName, EnvName)>) {
             expires_at: None,
             revoked_at: None,
             suspended_at: None,
+            scopes: vec![],
             hash: hash_token(secret.as_bytes()),
         }));
         let mut b = [0u8; 68];
@@ -139,6 +141,7 @@ fn swap(c: &mut Criterion) {
                     environment: env.clone(),
                     revision: rev,
                     version: Some(versions[(rev % 2) as usize].clone()),
+                    extra: None,
                 });
             })
         });
@@ -167,6 +170,7 @@ fn swap_active(c: &mut Criterion) {
                     environment: env.clone(),
                     revision: rev,
                     version: Some(versions[(rev % 2) as usize].clone()),
+                    extra: None,
                 });
             })
         });

@@ -43,6 +43,7 @@ pub struct Config {
     pub environments: Vec<EnvironmentConfig>,
     pub limits: Limits,
     pub proxy: ProxyConfig,
+    pub routing: RoutingConfig,
     pub upstream: UpstreamConfig,
     pub upstream_tls: UpstreamTlsConfig,
     pub fleet: FleetConfig,
@@ -70,6 +71,7 @@ impl Default for Config {
                 .collect(),
             limits: Limits::default(),
             proxy: ProxyConfig::default(),
+            routing: RoutingConfig::default(),
             upstream: UpstreamConfig::default(),
             upstream_tls: UpstreamTlsConfig::default(),
             fleet: FleetConfig::default(),
@@ -304,6 +306,15 @@ impl Default for ProxyConfig {
     }
 }
 
+/// How requests find their version beyond the pointer: canaries and sessions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// The cookie that carries a session key (besides `x-switchyard-session`); empty:
+    /// none. With it, session pins travel in a `swy_pin` cookie too.
+    pub session_cookie: String,
+}
+
 /// Which request fields with an underscore in their name are dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -436,6 +447,19 @@ impl Config {
             ));
         }
         self.pipeline()?;
+        let c = &self.routing.session_cookie;
+        if !c.is_empty()
+            && (c.len() > 64
+                || !c
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                || c == "swy_pin")
+        {
+            return Err(err(
+                "routing.session_cookie",
+                "a cookie name of letters, digits, '-', '_' and '.', at most 64, not swy_pin",
+            ));
+        }
         let l = &self.limits;
         for (name, v) in [
             ("limits.header_read_timeout_ms", l.header_read_timeout_ms),

@@ -165,6 +165,7 @@ pub async fn seed(store: &Store, ports: [u16; 2]) -> Result<String, Error> {
     let minted = mint().map_err(|e| Error::Backend(format!("no randomness: {e}")))?;
     let applied = store
         .execute(Command::CreateToken {
+            scopes: vec![],
             agent,
             environment: env,
             name: "demo".into(),

@@ -97,6 +97,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     environment,
                     revision,
                     version: version.clone(),
+                    extra: None,
                 });
                 let entry = model.routes.entry(slot as usize % 9).or_insert((0, None));
                 if entry.0 <= revision {
@@ -120,6 +121,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     expires_at: expired.then_some(1),
                     revoked_at: revoked.then_some(1),
                     suspended_at: None,
+                    scopes: vec![],
                     hash: hash_token(&secret(token)),
                 }));
                 model

@@ -38,6 +38,7 @@ fn table() -> &'static RoutingTable {
                 expires_at: None,
                 revoked_at: revoked,
                 suspended_at: suspended,
+                scopes: vec![],
                 hash: hash_token(token),
             }));
         }

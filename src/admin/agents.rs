@@ -150,11 +150,27 @@ async fn snapshot(admin: &Admin, name: AgentName) -> Result<AdminResponse, ApiEr
                 endpoints.insert(env.to_string(), Value::Object(by_state));
             }
         }
+        let bake = admin
+            .table
+            .find_slot(&d.agent.name, env)
+            .and_then(|s| s.route().bake.clone())
+            .filter(|b| b.active(now))
+            .map(|b| {
+                let w = b.window(now);
+                json!({
+                    "version": version_label(b.version),
+                    "canary": b.canary,
+                    "until": format_time(b.until),
+                    "window": {"seconds": b.spec.window_s, "requests": w.requests, "errors": w.errors},
+                })
+            });
         let v = match ptr.version {
             Some(n) => json!({
                 "version": version_label(n),
                 "since": format_time(ptr.since),
                 "revision": ptr.revision,
+                "canary": ptr.canary.map(|c| super::moves::canary_json(&c)),
+                "bake": bake,
             }),
             None => Value::Null,
         };

@@ -24,10 +24,12 @@ pub enum Code {
     StoreUnavailable,
     Internal,
     CandidateUnhealthy,
+    CanaryOpen,
+    NoCanary,
 }
 
 impl Code {
-    pub const ALL: [Code; 15] = [
+    pub const ALL: [Code; 17] = [
         Self::BadRequest,
         Self::Unauthenticated,
         Self::Forbidden,
@@ -43,6 +45,8 @@ impl Code {
         Self::StoreUnavailable,
         Self::Internal,
         Self::CandidateUnhealthy,
+        Self::CanaryOpen,
+        Self::NoCanary,
     ];
 
     /// Status and wire name. No `_` arm: a new code must be placed here.
@@ -65,6 +69,8 @@ impl Code {
             Self::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::CandidateUnhealthy => (StatusCode::CONFLICT, "candidate_unhealthy"),
+            Self::CanaryOpen => (StatusCode::CONFLICT, "canary_open"),
+            Self::NoCanary => (StatusCode::CONFLICT, "no_canary"),
         }
     }
 
@@ -86,6 +92,8 @@ impl Code {
             Self::StoreUnavailable => 12,
             Self::Internal => 13,
             Self::CandidateUnhealthy => 14,
+            Self::CanaryOpen => 15,
+            Self::NoCanary => 16,
         }
     }
 }
@@ -156,6 +164,8 @@ pub fn classify(e: &DomainError) -> Code {
         D::RevisionConflict { .. } => Code::RevisionConflict,
         D::CandidateChanged(_) => Code::Conflict,
         D::TokenRevoked(_) => Code::Conflict,
+        D::CanaryOpen { .. } => Code::CanaryOpen,
+        D::NoCanary(_) => Code::NoCanary,
     }
 }
 
@@ -214,6 +224,8 @@ mod tests {
             (503, "store_unavailable"),
             (500, "internal"),
             (409, "candidate_unhealthy"),
+            (409, "canary_open"),
+            (409, "no_canary"),
         ];
         // the length is in the type: a code added to ALL must be added here
         let expected: [(u16, &str); Code::ALL.len()] = expected;
@@ -286,6 +298,14 @@ mod tests {
             (D::AdminTokenNotFound(s()), Code::NotFound),
             (D::TokenRevoked(s()), Code::Conflict),
             (D::AdminTokenExists(s()), Code::Conflict),
+            (
+                D::CanaryOpen {
+                    environment: s(),
+                    version: s(),
+                },
+                Code::CanaryOpen,
+            ),
+            (D::NoCanary(s()), Code::NoCanary),
         ];
         // every variant is in the table, each once, in declaration order: `place` has
         // no `_` arm, so a new variant needs a place (the next number) to compile
@@ -308,6 +328,8 @@ mod tests {
             D::AdminTokenNotFound(_) => 15,
             D::TokenRevoked(_) => 16,
             D::AdminTokenExists(_) => 17,
+            D::CanaryOpen { .. } => 18,
+            D::NoCanary(_) => 19,
         };
         let placed: Vec<usize> = table.iter().map(|(e, _)| place(e)).collect();
         assert_eq!(placed, (0..table.len()).collect::<Vec<_>>());

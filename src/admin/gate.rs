@@ -35,7 +35,22 @@ pub(super) async fn candidate(
                 number: t.version,
             }
         }
-        MoveKind::Rollback { .. } | MoveKind::Undeploy => return Ok(None),
+        MoveKind::Canary { version, .. } => {
+            // a weight change of the open canary moves no version in: no probe
+            let open = admin
+                .table
+                .find_slot(&req.agent, &req.environment)
+                .and_then(|s| s.route().choice.as_ref()?.canary.map(|_| ()));
+            if open.is_some() {
+                return Ok(None);
+            }
+            version.clone()
+        }
+        MoveKind::Rollback { .. }
+        | MoveKind::Undeploy
+        | MoveKind::CanaryComplete
+        | MoveKind::CanaryAbort
+        | MoveKind::AutoRollback { .. } => return Ok(None),
     };
     match admin.store.version(req.agent.clone(), version).await {
         // a stopped version cannot move: the move says so

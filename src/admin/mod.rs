@@ -14,6 +14,7 @@
 //! logs a token secret. Every error is an [`ApiError`] of one [`error::Code`].
 
 mod agents;
+pub mod autoroll;
 pub mod error;
 mod gate;
 mod identities;
@@ -271,7 +272,9 @@ impl Admin {
 fn required_role(method: &Method, segs: &[&str]) -> Role {
     if method == Method::GET || method == Method::HEAD {
         Role::Viewer
-    } else if segs.first() == Some(&"admin-tokens") {
+    } else if segs.first() == Some(&"admin-tokens")
+        || matches!(segs, ["agents", _, "environments", _, "policy"])
+    {
         Role::Admin
     } else {
         Role::Deployer
@@ -314,6 +317,9 @@ fn commit_followers(table: &RoutingTable, applied: &Applied, actor: &str) {
         Outcome::AdminToken(t) => {
             tracing::info!(actor, admin_token.id = %t.id, admin_token.name = %t.name, role = t.role.as_str(), revoked = t.revoked_at.is_some(), revision, "admin token written")
         }
+        Outcome::Policy(p) => {
+            tracing::info!(actor, affinity = ?p.session_affinity, auto_rollback = p.auto_rollback.is_some(), revision, "policy written")
+        }
     }
 }
 
@@ -345,8 +351,24 @@ fn known_path(segs: &[&str]) -> bool {
                 _,
                 "environments",
                 _,
-                "deploy" | "promote" | "rollback" | "undeploy" | "history" | "tokens"
+                "deploy"
+                    | "promote"
+                    | "rollback"
+                    | "undeploy"
+                    | "history"
+                    | "tokens"
+                    | "canary"
+                    | "policy"
             ]
+            | [
+                "agents",
+                _,
+                "environments",
+                _,
+                "canary",
+                "complete" | "abort"
+            ]
+            | ["agents", _, "environments", _, "policy", "history"]
             | ["tokens", _]
             | ["tokens", _, "suspend" | "resume"]
             | ["admin-tokens"]
@@ -434,6 +456,7 @@ fn outcome_response(status: StatusCode, applied: Applied) -> AdminResponse {
         Outcome::Move(m) => json_response(status, m),
         Outcome::Token(t) => json_response(status, t),
         Outcome::AdminToken(t) => json_response(status, t),
+        Outcome::Policy(p) => json_response(status, p),
     }
 }
 

@@ -34,6 +34,8 @@ struct MoveBody {
     force: bool,
     #[serde(default)]
     dry_run: bool,
+    #[serde(default)]
+    weight: Option<f64>,
 }
 
 /// `/v1/agents/{agent}/environments/{env}/{deploy|promote|rollback|undeploy|history}`.
@@ -41,33 +43,44 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
     match (c.method, c.segs) {
         (
             &Method::POST,
-            ["agents", a, "environments", e, op @ ("deploy" | "promote" | "rollback" | "undeploy")],
+            ["agents", a, "environments", e, "canary", op @ ("complete" | "abort")],
         ) => {
-            let (mut req, dry_run) =
-                move_request(op, agent(a)?, env(e)?, &c.body, c.who.name.clone())?;
-            req.on_behalf_of = c.on_behalf_of.clone();
-            if dry_run {
-                return plan(admin, req).await;
-            }
-            if !req.force {
-                // deploy and promote: the candidate answers first (a rollback is
-                // never held up by a probe)
-                if let Some(v) = super::gate::candidate(admin, &req).await? {
-                    super::gate::check(&admin.table, &v).await?;
-                    req.expect_version = Some(v.number);
-                }
-            }
-            let span = tracing::info_span!("move", action = *op, agent = %req.agent, environment = %req.environment);
-            let applied = admin
-                .execute(Command::Move(req), &c.who.name)
-                .instrument(span)
-                .await?;
-            if *op == "rollback" {
-                if let crate::store::Outcome::Move(m) = &applied.outcome {
-                    return Ok(rollback_answer(admin, m).await);
-                }
-            }
+            let op = if *op == "complete" {
+                "canary/complete"
+            } else {
+                "canary/abort"
+            };
+            make_move(admin, c, op, a, e).await
+        }
+        (
+            &Method::POST,
+            ["agents", a, "environments", e, op @ ("deploy" | "promote" | "rollback" | "undeploy" | "canary")],
+        ) => make_move(admin, c, op, a, e).await,
+        (&Method::GET, ["agents", a, "environments", e, "policy"]) => {
+            let p = admin.store.policy(agent(a)?, env(e)?).await?;
+            Ok(json_response(StatusCode::OK, &p))
+        }
+        (&Method::PUT, ["agents", a, "environments", e, "policy"]) => {
+            let patch: crate::domain::PolicyPatch = parse_json(&c.body)?;
+            let cmd = Command::SetPolicy {
+                agent: agent(a)?,
+                environment: env(e)?,
+                patch,
+                actor: c.who.name.clone(),
+            };
+            let applied = admin.execute(cmd, &c.who.name).await?;
             Ok(outcome_response(StatusCode::OK, applied))
+        }
+        (&Method::GET, ["agents", a, "environments", e, "policy", "history"]) => {
+            let (limit, _) = history_query(c.query)?;
+            let entries = admin
+                .store
+                .policy_history(agent(a)?, env(e)?, limit)
+                .await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "entries": entries }),
+            ))
         }
         (&Method::GET, ["agents", a, "environments", e, "history"]) => {
             let (limit, before) = history_query(c.query)?;
@@ -82,6 +95,41 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
         }
         _ => Err(c.unmatched()),
     }
+}
+
+/// One move: its plan when `dry_run`, else the gate (deploy, promote, a canary's
+/// start) and the commit.
+async fn make_move(
+    admin: &Admin,
+    c: &Call<'_>,
+    op: &str,
+    a: &str,
+    e: &str,
+) -> Result<AdminResponse, ApiError> {
+    let (mut req, dry_run) = move_request(op, agent(a)?, env(e)?, &c.body, c.who.name.clone())?;
+    req.on_behalf_of = c.on_behalf_of.clone();
+    if dry_run {
+        return plan(admin, req).await;
+    }
+    if !req.force {
+        // deploy, promote and a canary's start: the candidate answers
+        // first (a rollback is never held up by a probe)
+        if let Some(v) = super::gate::candidate(admin, &req).await? {
+            super::gate::check(&admin.table, &v).await?;
+            req.expect_version = Some(v.number);
+        }
+    }
+    let span = tracing::info_span!("move", action = op, agent = %req.agent, environment = %req.environment);
+    let applied = admin
+        .execute(Command::Move(req), &c.who.name)
+        .instrument(span)
+        .await?;
+    if op == "rollback" {
+        if let crate::store::Outcome::Move(m) = &applied.outcome {
+            return Ok(rollback_answer(admin, m).await);
+        }
+    }
+    Ok(outcome_response(StatusCode::OK, applied))
 }
 
 /// A rollback's answer: the move and, since no probe held it up, the target's last
@@ -107,7 +155,7 @@ async fn rollback_answer(admin: &Admin, m: &crate::domain::Move) -> super::Admin
 async fn plan(admin: &Admin, req: MoveRequest) -> Result<super::AdminResponse, ApiError> {
     let plan = admin.store.plan_move(req.clone()).await?;
     let mut refusal = plan.refusal.map(ApiError::from);
-    let gated = matches!(req.kind, MoveKind::Deploy { .. } | MoveKind::Promote { .. });
+    let gated = req.kind.is_gated() && plan.action != crate::domain::Action::CanaryWeight;
     let candidate_health = match plan.to {
         Some(_) if gated && req.force => json!({"skipped": "force"}),
         Some(n) if gated => {
@@ -144,12 +192,24 @@ async fn plan(admin: &Admin, req: MoveRequest) -> Result<super::AdminResponse, A
                 "confirmation_required": plan.environment.protected,
                 "candidate_health": candidate_health,
                 "missing_secrets": [],
-                "canary": null,
-                "releases_pins": false,
+                "canary": {
+                    "before": plan.canary_before.map(|c| canary_json(&c)),
+                    "after": plan.canary_after.map(|c| canary_json(&c)),
+                },
+                "releases_pins": !plan.releases.is_empty(),
             },
         },
     });
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// A canary as answers show it: `{"version","weight","since"}`.
+pub(super) fn canary_json(c: &crate::domain::Canary) -> serde_json::Value {
+    json!({
+        "version": version_label(c.version),
+        "weight": crate::domain::release::weight_percent(c.weight),
+        "since": (c.since > 0).then(|| crate::domain::format_time(c.since)),
+    })
 }
 
 /// Builds a move request from a body; each action accepts only its own fields. The
@@ -167,7 +227,40 @@ fn move_request(
         Some((f, _)) => Err(unexpected(f)),
         None => Ok(()),
     };
+    if op != "canary" {
+        refuse(&[("weight", b.weight.is_some())])?;
+    }
     let kind = match op {
+        "canary" => {
+            refuse(&[
+                ("to", b.to.is_some()),
+                ("to_version", b.to_version.is_some()),
+            ])?;
+            let v = b
+                .version
+                .as_deref()
+                .ok_or_else(|| ApiError::bad_request("version: missing field `version`"))?;
+            let w = b
+                .weight
+                .ok_or_else(|| ApiError::bad_request("weight: missing field `weight`"))?;
+            MoveKind::Canary {
+                version: VersionRef::parse("version", v)?,
+                weight: crate::domain::release::parse_weight("weight", w)?,
+            }
+        }
+        "canary/complete" | "canary/abort" => {
+            refuse(&[
+                ("version", b.version.is_some()),
+                ("to", b.to.is_some()),
+                ("to_version", b.to_version.is_some()),
+                ("force", b.force && op == "canary/abort"),
+            ])?;
+            if op == "canary/complete" {
+                MoveKind::CanaryComplete
+            } else {
+                MoveKind::CanaryAbort
+            }
+        }
         "deploy" => {
             refuse(&[
                 ("to", b.to.is_some()),

@@ -20,6 +20,8 @@ struct TokenBody {
     name: Option<String>,
     #[serde(default)]
     expires_at: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
 }
 
 /// `/v1/agents/{agent}/environments/{env}/tokens` and `/v1/tokens/{id}`.
@@ -48,6 +50,7 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
                 expires_at,
                 id: minted.id,
                 hash: minted.hash,
+                scopes: b.scopes.unwrap_or_default(),
             };
             let applied = admin.execute(cmd, &c.who.name).await?;
             let Outcome::Token(t) = applied.outcome else {

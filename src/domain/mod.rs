@@ -8,6 +8,7 @@ pub mod identity;
 pub mod moves;
 pub mod names;
 pub mod pipeline;
+pub mod release;
 pub mod token;
 pub mod version;
 
@@ -15,6 +16,7 @@ pub use identity::{AdminTokenRecord, Identity, Role};
 pub use moves::{Action, Move, MoveKind, MoveRequest, Pointer, UndoLink};
 pub use names::{AgentName, EnvName, VersionRef};
 pub use pipeline::{EnvSpec, Pipeline};
+pub use release::{Affinity, AutoRollback, Canary, Policy, PolicyChange, PolicyPatch, RouteExtra};
 pub use token::{TokenHash, TokenRecord};
 pub use version::{HealthSpec, Version, VersionSpec, VersionState};
 
@@ -126,6 +128,13 @@ pub enum DomainError {
     TokenRevoked(String),
     #[error("an admin token named {0} already exists; revoke it first")]
     AdminTokenExists(String),
+    #[error("{environment} has a canary of {version} open: complete or abort it first")]
+    CanaryOpen {
+        environment: String,
+        version: String,
+    },
+    #[error("{0} has no canary open")]
+    NoCanary(String),
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;
@@ -142,6 +151,8 @@ pub enum Change {
         environment: EnvName,
         revision: u64,
         version: Option<Version>,
+        /// The canary, pins, policy and last forward move (None: none of them).
+        extra: Option<Box<RouteExtra>>,
     },
     /// A token was created or revoked; the record carries its current state.
     Token(TokenRecord),

@@ -19,10 +19,25 @@ pub enum Action {
     Promote,
     Rollback,
     Undeploy,
+    CanaryStart,
+    CanaryWeight,
+    CanaryComplete,
+    CanaryAbort,
+    AutoRollback,
 }
 
 impl Action {
-    pub const ALL: [Action; 4] = [Self::Deploy, Self::Promote, Self::Rollback, Self::Undeploy];
+    pub const ALL: [Action; 9] = [
+        Self::Deploy,
+        Self::Promote,
+        Self::Rollback,
+        Self::Undeploy,
+        Self::CanaryStart,
+        Self::CanaryWeight,
+        Self::CanaryComplete,
+        Self::CanaryAbort,
+        Self::AutoRollback,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -30,7 +45,25 @@ impl Action {
             Self::Promote => "promote",
             Self::Rollback => "rollback",
             Self::Undeploy => "undeploy",
+            Self::CanaryStart => "canary_start",
+            Self::CanaryWeight => "canary_weight",
+            Self::CanaryComplete => "canary_complete",
+            Self::CanaryAbort => "canary_abort",
+            Self::AutoRollback => "auto_rollback",
         }
+    }
+
+    /// A move forward (what a rollback undoes): deploy, promote, canary completion.
+    pub fn is_forward(self) -> bool {
+        matches!(self, Self::Deploy | Self::Promote | Self::CanaryComplete)
+    }
+
+    /// A move that changes only the canary, never the environment's version.
+    pub fn is_canary_only(self) -> bool {
+        matches!(
+            self,
+            Self::CanaryStart | Self::CanaryWeight | Self::CanaryAbort
+        )
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -77,25 +110,59 @@ pub struct Pointer {
     /// Revision of the last move of this pointer; 0 if it never moved.
     pub revision: u64,
     pub undo: UndoLink,
+    /// The canary open beside the version, if any.
+    pub canary: Option<super::Canary>,
 }
 
 /// What the client asked to do, before it is checked against the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MoveKind {
-    Deploy { version: VersionRef },
-    Promote { to: Option<EnvName> },
-    Rollback { to_version: Option<VersionRef> },
+    Deploy {
+        version: VersionRef,
+    },
+    Promote {
+        to: Option<EnvName>,
+    },
+    Rollback {
+        to_version: Option<VersionRef>,
+    },
     Undeploy,
+    /// Starts a canary of `version` or changes its weight (hundredths of a percent).
+    Canary {
+        version: VersionRef,
+        weight: u32,
+    },
+    CanaryComplete,
+    CanaryAbort,
+    /// The gateway's own rollback of `watched`, which breached its policy: the
+    /// environment rolls back, or the canary is aborted when `watched` is the canary.
+    AutoRollback {
+        watched: u32,
+    },
 }
 
 impl MoveKind {
+    /// The action as asked for (the plan may record another: a rollback while a
+    /// canary is open aborts the canary).
     pub fn action(&self) -> Action {
         match self {
             Self::Deploy { .. } => Action::Deploy,
             Self::Promote { .. } => Action::Promote,
             Self::Rollback { .. } => Action::Rollback,
             Self::Undeploy => Action::Undeploy,
+            Self::Canary { .. } => Action::CanaryStart,
+            Self::CanaryComplete => Action::CanaryComplete,
+            Self::CanaryAbort => Action::CanaryAbort,
+            Self::AutoRollback { .. } => Action::AutoRollback,
         }
+    }
+
+    /// Moves the promotion gate checks first: deploy, promote, a canary.
+    pub fn is_gated(&self) -> bool {
+        matches!(
+            self,
+            Self::Deploy { .. } | Self::Promote { .. } | Self::Canary { .. }
+        )
     }
 }
 
@@ -134,6 +201,12 @@ pub struct Move {
     pub reason: Option<String>,
     /// Moved with `"force": true`, past the health gate.
     pub forced: bool,
+    /// A canary's weight after the move, in hundredths of a percent (canary moves).
+    #[serde(
+        serialize_with = "ser_opt_weight",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub weight: Option<u32>,
     pub revision: u64,
     #[serde(serialize_with = "ser_time")]
     pub at: Millis,
@@ -148,6 +221,13 @@ pub struct Move {
 pub(crate) fn ser_opt_version<S: Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
     match v {
         Some(n) => s.serialize_str(&version_label(*n)),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_opt_weight<S: Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(w) => s.serialize_f64(super::release::weight_percent(*w)),
         None => s.serialize_none(),
     }
 }
@@ -251,6 +331,7 @@ pub fn next_pointer(
         since: at,
         revision,
         undo,
+        canary: None,
     }
 }
 

@@ -44,6 +44,9 @@ pub fn mint_with(prefix: &str, id_prefix: &str) -> Result<Minted, getrandom::Err
     })
 }
 
+/// The scopes a deployment token may be given.
+pub const SCOPES: [&str; 1] = ["pin"];
+
 /// A token as stored and listed: never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TokenRecord {
@@ -60,6 +63,8 @@ pub struct TokenRecord {
     /// Suspended (answers 403 `token_suspended`) until resumed.
     #[serde(serialize_with = "ser_opt_time")]
     pub suspended_at: Option<Millis>,
+    /// What the token may do beyond reaching its environment: `pin` (evaluation pins).
+    pub scopes: Vec<String>,
     #[serde(skip)]
     pub hash: TokenHash,
 }
@@ -91,6 +96,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             suspended_at: None,
+            scopes: vec![],
             hash: m.hash,
         };
         let json = serde_json::to_string(&r).unwrap();

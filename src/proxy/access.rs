@@ -86,6 +86,10 @@ impl AccessLog {
                         Value::Int(n) => push_int(n, out),
                     }
                 }
+                if let Some(p) = e.pinned {
+                    out.push_str(" pinned=");
+                    out.push_str(p);
+                }
                 out.push('\n');
             }
             Self::Json => {
@@ -100,6 +104,11 @@ impl AccessLog {
                         Value::Str(s) => push_json_str(s, out),
                         Value::Int(n) => push_int(n, out),
                     }
+                }
+                if let Some(p) = e.pinned {
+                    out.push_str(",\"pinned\":\"");
+                    out.push_str(p);
+                    out.push('"');
                 }
                 out.push_str(",\"target\":\"");
                 out.push_str(TARGET);
@@ -123,6 +132,9 @@ pub struct Entry<'a> {
     pub duration_us: u64,
     pub upstream: &'a str,
     pub bytes: u64,
+    /// `evaluation` or `session` when a pin chose the version (the field is left out
+    /// otherwise).
+    pub pinned: Option<&'static str>,
 }
 
 enum Value<'a> {
@@ -254,6 +266,7 @@ mod tests {
 
     fn entry<'a>(request_id: &'a str, upstream: &'a str) -> Entry<'a> {
         Entry {
+            pinned: None,
             request_id,
             method: "GET",
             agent: "bot",

@@ -25,10 +25,12 @@ pub enum ProxyError {
     Overloaded,
     NotImplemented,
     ClientAborted,
+    PinNotAllowed,
+    PinUnavailable,
 }
 
 impl ProxyError {
-    pub const ALL: [ProxyError; 17] = [
+    pub const ALL: [ProxyError; 19] = [
         Self::BadRequest,
         Self::MissingToken,
         Self::UnknownToken,
@@ -46,6 +48,8 @@ impl ProxyError {
         Self::Overloaded,
         Self::NotImplemented,
         Self::ClientAborted,
+        Self::PinNotAllowed,
+        Self::PinUnavailable,
     ];
 
     /// The variant's place in [`Self::ALL`]. No `_` arm: a new variant must be given
@@ -69,6 +73,8 @@ impl ProxyError {
             Self::Overloaded => 14,
             Self::NotImplemented => 15,
             Self::ClientAborted => 16,
+            Self::PinNotAllowed => 17,
+            Self::PinUnavailable => 18,
         }
     }
 
@@ -158,6 +164,16 @@ impl ProxyError {
                 "client_aborted",
                 "the client closed the connection before its request body was complete",
             ),
+            Self::PinNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "pin_not_allowed",
+                "this deployment token may not pin a version: mint one with the pin scope",
+            ),
+            Self::PinUnavailable => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "pin_unavailable",
+                "the pinned version has not served this environment or is not running",
+            ),
         }
     }
 
@@ -192,7 +208,9 @@ impl ProxyError {
             | Self::RequestTimeout
             | Self::Overloaded
             | Self::NotImplemented
-            | Self::ClientAborted => None,
+            | Self::ClientAborted
+            | Self::PinNotAllowed
+            | Self::PinUnavailable => None,
         }
     }
 }
@@ -232,6 +250,8 @@ mod tests {
             (503, "overloaded"),
             (501, "not_implemented"),
             (499, "client_aborted"),
+            (403, "pin_not_allowed"),
+            (422, "pin_unavailable"),
         ];
         // `ALL`'s length is in its type and `expected` must match it: a new variant
         // that is not in both lists does not compile

@@ -15,6 +15,11 @@ pub const X_SWITCHYARD_AGENT: HeaderName = HeaderName::from_static("x-switchyard
 pub const X_SWITCHYARD_ENVIRONMENT: HeaderName =
     HeaderName::from_static("x-switchyard-environment");
 pub const X_SWITCHYARD_VERSION: HeaderName = HeaderName::from_static("x-switchyard-version");
+pub const X_SWITCHYARD_SESSION: HeaderName = HeaderName::from_static("x-switchyard-session");
+pub const X_SWITCHYARD_SESSION_PIN: HeaderName =
+    HeaderName::from_static("x-switchyard-session-pin");
+pub const X_SWITCHYARD_PIN_VERSION: HeaderName =
+    HeaderName::from_static("x-switchyard-pin-version");
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 

@@ -22,9 +22,9 @@ pub mod upstream;
 use crate::config::{Limits, ProxyConfig, UnderscoreFields};
 use crate::domain::now_ms;
 use crate::envelope::{bearer, error_json, request_id_of};
-use crate::routing::{Route, RoutingTable, Slot, Target};
+use crate::routing::{Pinned, Route, RoutingTable, Slot, Target, Which};
 use crate::telemetry::{
-    Counted, Metrics, RetryReason, UpstreamErrorKind, UpstreamEvent, AUTH_REASONS,
+    Counted, Metrics, RetryReason, RouteMetrics, UpstreamErrorKind, UpstreamEvent, AUTH_REASONS,
 };
 use access::{AccessLog, Entry};
 use body::{BodyBroken, BodyTimeout, BodyTooLarge, ClientBody};
@@ -73,6 +73,9 @@ pub struct Trace {
     started: Instant,
     slot: Option<Arc<Slot>>,
     route: Option<Arc<Route>>,
+    /// Which of the route's targets serves the request.
+    which: Which,
+    pinned: Pinned,
     upstream: Option<Arc<str>>,
     method: Option<http::Method>,
     /// The client connection must end after this answer (HTTP/1.x framing errors).
@@ -97,8 +100,11 @@ impl Drop for Finish {
     fn drop(&mut self) {
         let elapsed = self.trace.started.elapsed();
         self.open.metrics.load.close_stream(self.stream);
-        if let Some(route) = &self.trace.route {
-            route.metrics.record_duration(elapsed);
+        let t = &self.trace;
+        if let (Some(route), Some(slot)) = (&t.route, &t.slot) {
+            route
+                .metrics_of(t.which, &self.open.metrics, slot)
+                .record_duration(elapsed);
         }
         if let Some(rid) = &self.request_id {
             let slot = self.trace.slot.as_deref();
@@ -106,7 +112,7 @@ impl Drop for Finish {
                 .trace
                 .route
                 .as_ref()
-                .and_then(|r| r.target.as_ref())
+                .and_then(|r| r.served(self.trace.which))
                 .and_then(|t| t.label.to_str().ok());
             self.log.emit(&Entry {
                 request_id: rid.to_str().unwrap_or("-"),
@@ -118,6 +124,11 @@ impl Drop for Finish {
                 duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                 upstream: self.trace.upstream.as_deref().unwrap_or("-"),
                 bytes: self.bytes,
+                pinned: match self.trace.pinned {
+                    Pinned::No => None,
+                    Pinned::Evaluation => Some("evaluation"),
+                    Pinned::Session => Some("session"),
+                },
             });
         }
     }
@@ -197,6 +208,28 @@ pub struct Proxy {
     limits: Limits,
     config: ProxyConfig,
     access_log: AccessLog,
+    /// `[routing] session_cookie` (empty: sessions only by header).
+    session_cookie: String,
+}
+
+/// The cookie a session pin travels in when sessions travel in cookies.
+const PIN_COOKIE: &str = "swy_pin";
+
+/// The target a request chose and the session pin to send back (text, lifetime ms).
+#[derive(Debug, Default)]
+struct Chosen {
+    which: Which,
+    pinned: Pinned,
+    pin: Option<(String, i64)>,
+}
+
+/// The value of cookie `name` in one `cookie` field (`a=1; b=2`, RFC 6265 §5.4).
+fn cookie_value<'a>(field: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    field.split(|&b| b == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        (pair[..eq].trim_ascii() == name).then(|| pair[eq + 1..].trim_ascii())
+    })
 }
 
 impl Proxy {
@@ -211,7 +244,14 @@ impl Proxy {
             limits,
             config,
             access_log,
+            session_cookie: String::new(),
         }
+    }
+
+    /// Reads session keys and pins from this cookie too (`[routing] session_cookie`).
+    pub fn with_session_cookie(mut self, name: &str) -> Self {
+        self.session_cookie = name.to_owned();
+        self
     }
 
     /// Serves one client request; never fails (errors become envelopes).
@@ -227,6 +267,8 @@ impl Proxy {
             started: Instant::now(),
             slot: None,
             route: None,
+            which: Which::Main,
+            pinned: Pinned::No,
             upstream: None,
             method: self.access_log.is_on().then(|| req.method().clone()),
             close: false,
@@ -250,7 +292,7 @@ impl Proxy {
                 let label = trace
                     .route
                     .as_ref()
-                    .and_then(|r| r.target.as_ref())
+                    .and_then(|r| r.served(trace.which))
                     .map(|t| &t.label);
                 let mut r = error_response(e, &request_id, label);
                 // a body left half read cannot be skipped safely: end the connection
@@ -272,8 +314,16 @@ impl Proxy {
                 slot.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if let Some(route) = &trace.route {
-            route.metrics.count(status);
+        if let (Some(route), Some(slot)) = (&trace.route, &trace.slot) {
+            route.metrics_of(trace.which, metrics, slot).count(status);
+            if let Some(bake) = route.bake_of(trace.which) {
+                let now = now_ms();
+                if bake.active(now) {
+                    let ttfb =
+                        u64::try_from(trace.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    bake.record(now, status.is_server_error(), ttfb);
+                }
+            }
         }
         let (parts, body) = resp.into_parts();
         let finish = Finish {
@@ -359,11 +409,28 @@ impl Proxy {
             }
         }
         let route = slot.route();
+        let mut session_pin = None;
+        if fields.control != 0 || route.choice.is_some() {
+            // a canary, sticky sessions or a pin: rare, and out of line
+            let chosen = self.choose(&route, &slot, token, &fields, request_id, req.headers())?;
+            trace.which = chosen.which;
+            trace.pinned = chosen.pinned;
+            session_pin = chosen.pin;
+            if chosen.pinned != Pinned::No {
+                let i = usize::from(chosen.pinned == Pinned::Session);
+                self.table.metrics().pinned[i].increment(1);
+            }
+            if fields.control & CONTROL_PINS != 0 {
+                req.headers_mut().remove(X_SWITCHYARD_PIN_VERSION);
+                req.headers_mut().remove(X_SWITCHYARD_SESSION_PIN);
+            }
+        }
         let (agent_header, environment_header) =
             (slot.agent_header.clone(), slot.environment_header.clone());
-        trace.slot = Some(slot);
+        let route_metrics = route.metrics_of(trace.which, self.table.metrics(), &slot);
+        trace.slot = Some(Arc::clone(&slot));
         trace.route = Some(Arc::clone(&route));
-        let target = route.target.as_ref().ok_or(ProxyError::NotDeployed)?;
+        let target = route.served(trace.which).ok_or(ProxyError::NotDeployed)?;
         if target.stopped {
             return Err(ProxyError::VersionStopped);
         }
@@ -415,14 +482,14 @@ impl Proxy {
 
         let upstream = if websocket {
             // boxed: the rare path must not grow every request's future
-            Box::pin(self.websocket(conn, req, &route, target, trace)).await
+            Box::pin(self.websocket(conn, req, route_metrics, target, trace)).await
         } else {
-            self.send(req, &route, target, trace).await
+            self.send(req, route_metrics, target, trace).await
         };
         // upstream failures were counted where they happened, once each; a client's
         // own body failing is not the upstream's error and was not counted
         let upstream = upstream.map_err(|(e, _)| e)?;
-        route.metrics.record_first_byte(trace.started.elapsed());
+        route_metrics.record_first_byte(trace.started.elapsed());
 
         let (mut parts, body) = upstream.into_parts();
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
@@ -431,7 +498,119 @@ impl Proxy {
             .headers
             .insert(X_SWITCHYARD_VERSION, target.label.clone());
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
+        if let Some(pin) = session_pin {
+            self.attach_pin(&mut parts.headers, pin);
+        }
         Ok(Response::from_parts(parts, Either::Left(body)))
+    }
+
+    /// Which of the route's targets serves this request: the version an evaluation pin
+    /// names (with the token's `pin` scope), else the one a valid session pin names,
+    /// else the canary or the environment's version by the session's bucket. With
+    /// sticky sessions and a session key, the pin to send back.
+    #[cold]
+    fn choose(
+        &self,
+        route: &Route,
+        slot: &Slot,
+        token: &[u8],
+        fields: &Fields,
+        request_id: &HeaderValue,
+        headers: &HeaderMap,
+    ) -> Result<Chosen, ProxyError> {
+        use crate::domain::release::{canary_bucket, in_canary};
+        let mut chosen = Chosen::default();
+        if let Some(v) = &fields.pin_version {
+            if !self.table.token_may_pin(token) {
+                return Err(ProxyError::PinNotAllowed);
+            }
+            let n = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.strip_prefix('v').unwrap_or(s).parse::<u32>().ok())
+                .ok_or(ProxyError::PinUnavailable)?;
+            let e = route.pin(n).ok_or(ProxyError::PinUnavailable)?;
+            chosen.which = e.which;
+            chosen.pinned = Pinned::Evaluation;
+            return Ok(chosen);
+        }
+        let Some(choice) = route.choice.as_deref() else {
+            return Ok(chosen);
+        };
+        let (agent, env) = (slot.agent.as_str(), slot.environment.as_str());
+        let cookie = |name: &str| -> Option<&[u8]> {
+            if name.is_empty() {
+                return None;
+            }
+            headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .find_map(|v| cookie_value(v.as_bytes(), name.as_bytes()))
+        };
+        let session = fields
+            .session
+            .as_ref()
+            .map(HeaderValue::as_bytes)
+            .or_else(|| cookie(&self.session_cookie));
+        let key = choice.sticky_ttl_ms.and(self.table.pin_key());
+        let now = now_ms();
+        if let Some(key) = &key {
+            let presented = fields
+                .session_pin
+                .as_ref()
+                .map(HeaderValue::as_bytes)
+                .or_else(|| {
+                    if self.session_cookie.is_empty() {
+                        None
+                    } else {
+                        cookie(PIN_COOKIE)
+                    }
+                });
+            let valid = presented
+                .and_then(|t| key.verify(agent, env, t))
+                .filter(|p| p.expires_at > now)
+                .and_then(|p| route.pin(p.version).filter(|e| p.revision >= e.released_at));
+            if let Some(e) = valid {
+                chosen.which = e.which;
+                chosen.pinned = Pinned::Session;
+            }
+        }
+        if chosen.pinned == Pinned::No {
+            if let Some((weight, start)) = choice.canary {
+                let k = session.unwrap_or_else(|| request_id.as_bytes());
+                if in_canary(canary_bucket(agent, env, start, k), weight) {
+                    chosen.which = Which::Alt(0);
+                }
+            }
+        }
+        if let (Some(key), Some(ttl), Some(_)) = (&key, choice.sticky_ttl_ms, session) {
+            if let Some(t) = route.served(chosen.which) {
+                let pin = crate::routing::release::Pin {
+                    version: t.version,
+                    revision: route.revision,
+                    expires_at: now.saturating_add(ttl),
+                };
+                chosen.pin = Some((key.sign(agent, env, pin), ttl));
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// Sends a session pin back: the header, and the cookie when sessions travel in one.
+    #[cold]
+    fn attach_pin(&self, h: &mut HeaderMap, (pin, ttl_ms): (String, i64)) {
+        if !self.session_cookie.is_empty() {
+            let cookie = format!(
+                "{PIN_COOKIE}={pin}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+                ttl_ms / 1000
+            );
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                h.append(http::header::SET_COOKIE, v);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&pin) {
+            h.insert(X_SWITCHYARD_SESSION_PIN, v);
+        }
     }
 
     /// Sends the request to the version's upstreams: the picked endpoint, a pooled
@@ -444,7 +623,7 @@ impl Proxy {
     async fn send(
         &self,
         req: Request<Incoming>,
-        route: &Route,
+        metrics: &RouteMetrics,
         target: &Target,
         trace: &mut Trace,
     ) -> Result<Response<PooledBody>, (ProxyError, UpstreamErrorKind)> {
@@ -516,7 +695,7 @@ impl Proxy {
                             Ok(Ok(s)) => (s, true),
                             Ok(Err(e)) => {
                                 tracing::warn!(upstream.addr = %ep.addr, error.kind = "connect", error.detail = %e, "upstream connection failed");
-                                route.metrics.upstream_error(K::Connect);
+                                metrics.upstream_error(K::Connect);
                                 let why = e.to_string();
                                 let f = match e {
                                     ConnectError::Timeout => {
@@ -528,7 +707,7 @@ impl Proxy {
                                 break (f, Some(req));
                             }
                             Err(_) => {
-                                route.metrics.upstream_error(K::Timeout);
+                                metrics.upstream_error(K::Timeout);
                                 self.failed(trace, target, i, "no response head in time");
                                 return Err((ProxyError::UpstreamTimeout, K::Timeout));
                             }
@@ -551,7 +730,7 @@ impl Proxy {
                         // an idle connection that the upstream had closed: a new one
                         Some(back) if !fresh => req = back,
                         Some(back) => {
-                            route.metrics.upstream_error(K::Reset);
+                            metrics.upstream_error(K::Reset);
                             self.failed(trace, target, i, "connection closed before the request");
                             break ((ProxyError::UpstreamUnavailable, K::Reset), Some(back));
                         }
@@ -565,7 +744,7 @@ impl Proxy {
                             }
                             let detail = error_chain(e.error());
                             tracing::warn!(upstream.addr = %ep.addr, error.kind = kind.as_str(), error.detail = %detail, "upstream call failed");
-                            route.metrics.upstream_error(kind);
+                            metrics.upstream_error(kind);
                             self.failed(trace, target, i, &detail);
                             if kind != K::Reset {
                                 return Err((err, kind));
@@ -576,7 +755,7 @@ impl Proxy {
                     },
                     Err(SendFailure::TimedOut) => {
                         tracing::warn!(upstream.addr = %ep.addr, error.kind = "timeout", "upstream did not answer in time");
-                        route.metrics.upstream_error(K::Timeout);
+                        metrics.upstream_error(K::Timeout);
                         self.failed(trace, target, i, "no response head in time");
                         return Err((ProxyError::UpstreamTimeout, K::Timeout));
                     }
@@ -648,13 +827,13 @@ impl Proxy {
         &self,
         info: &ConnInfo,
         mut req: Request<Incoming>,
-        route: &Route,
+        metrics: &RouteMetrics,
         target: &Target,
         trace: &mut Trace,
     ) -> Result<Response<PooledBody>, (ProxyError, UpstreamErrorKind)> {
         use UpstreamErrorKind as K;
         let fail = |e: ProxyError, k: K| {
-            route.metrics.upstream_error(k);
+            metrics.upstream_error(k);
             Err((e, k))
         };
         let client_upgrade = hyper::upgrade::on(&mut req);
@@ -734,6 +913,11 @@ const SET_AGENT: usize = 4;
 const SET_ENVIRONMENT: usize = 5;
 const SET_VERSION: usize = 6;
 
+/// [`Fields::control`]: the client sent a session key.
+const CONTROL_SESSION: u8 = 1;
+/// [`Fields::control`]: the client sent a pin (removed before forwarding).
+const CONTROL_PINS: u8 = 2;
+
 /// What the proxy needs from a request's fields, from one pass over them instead of
 /// a hash lookup per name.
 #[derive(Default)]
@@ -751,6 +935,11 @@ pub struct Fields {
     underscored: bool,
     /// The client sent a `forwarded` field.
     forwarded: bool,
+    /// Which of the gateway's control fields the client sent ([`CONTROL_PINS`], …).
+    control: u8,
+    session: Option<HeaderValue>,
+    session_pin: Option<HeaderValue>,
+    pin_version: Option<HeaderValue>,
     /// Which of the fields the gateway sets ([`SET`]) the client sent too: those are
     /// replaced, the others only added (cheaper).
     sent: u8,
@@ -790,6 +979,8 @@ impl Fields {
                 let len = name.len();
                 if len == 9 {
                     f.forwarded |= *k == http::header::FORWARDED;
+                } else if len == 20 || len == 24 {
+                    f.control_field(k, v);
                 } else {
                     f.hop |= hop_by_hop_bit_of_len(k, len);
                 }
@@ -799,6 +990,21 @@ impl Fields {
             }
         }
         f
+    }
+
+    /// Notes a session or pin field (names of 20 or 24 bytes only come here).
+    #[cold]
+    fn control_field(&mut self, k: &HeaderName, v: &HeaderValue) {
+        if *k == X_SWITCHYARD_SESSION {
+            self.control |= CONTROL_SESSION;
+            self.session.get_or_insert_with(|| v.clone());
+        } else if *k == X_SWITCHYARD_SESSION_PIN {
+            self.control |= CONTROL_PINS;
+            self.session_pin.get_or_insert_with(|| v.clone());
+        } else if *k == X_SWITCHYARD_PIN_VERSION {
+            self.control |= CONTROL_PINS;
+            self.pin_version.get_or_insert_with(|| v.clone());
+        }
     }
 
     /// Sets a field the gateway sets ([`SET`]`[i]`), replacing the client's values.

@@ -28,7 +28,10 @@ use std::time::Duration;
 
 pub mod checks;
 pub mod health;
+pub mod release;
 mod verified;
+
+pub use release::{Bake, Choice, PinEntry, PinKey, Pinned, Which};
 
 pub use health::{EndpointState, HealthState, Replicas, RetryBudget, UpstreamPolicy};
 
@@ -127,6 +130,75 @@ pub struct Route {
     pub target: Option<Target>,
     /// Metric handles labelled with this route's agent, environment and version.
     pub metrics: RouteMetrics,
+    /// The revision of the pointer's last move (what an automatic rollback names as
+    /// its expected revision).
+    pub pointer_revision: u64,
+    /// The canary (first, when open) and the other versions valid pins may name.
+    pub alts: Vec<Alt>,
+    /// Every version a valid pin may name, and where its target is.
+    pub pins: Vec<PinEntry>,
+    /// The canary split and session affinity; None for a route with neither.
+    pub choice: Option<Box<Choice>>,
+    /// The outcome window of the version under watch after a forward move.
+    pub bake: Option<Arc<Bake>>,
+}
+
+/// A version a route can serve besides its own: the canary or a pinned version.
+#[derive(Debug)]
+pub struct Alt {
+    pub target: Target,
+    /// Made on first use: a pinned version's series appear only when it serves.
+    metrics: std::sync::OnceLock<RouteMetrics>,
+}
+
+impl Route {
+    /// A route that serves nothing (a slot before its first move).
+    fn empty() -> Self {
+        Route {
+            revision: 0,
+            target: None,
+            metrics: RouteMetrics::noop(),
+            pointer_revision: 0,
+            alts: Vec::new(),
+            pins: Vec::new(),
+            choice: None,
+            bake: None,
+        }
+    }
+
+    /// The target `w` names.
+    pub fn served(&self, w: Which) -> Option<&Target> {
+        match w {
+            Which::Main => self.target.as_ref(),
+            Which::Alt(i) => self.alts.get(usize::from(i)).map(|a| &a.target),
+        }
+    }
+
+    /// The metric handles of the target `w` names, made on first use for a pinned one.
+    pub fn metrics_of(&self, w: Which, metrics: &Metrics, slot: &Slot) -> &RouteMetrics {
+        match w {
+            Which::Main => &self.metrics,
+            Which::Alt(i) => match self.alts.get(usize::from(i)) {
+                Some(a) => a.metrics.get_or_init(|| {
+                    let label = a.target.label.to_str().unwrap_or("unknown");
+                    metrics.route(slot.agent.as_str(), slot.environment.as_str(), label)
+                }),
+                None => &self.metrics,
+            },
+        }
+    }
+
+    /// Where version `n` is served, if a valid pin may name it.
+    pub fn pin(&self, n: u32) -> Option<&PinEntry> {
+        self.pins.iter().find(|p| p.version == n)
+    }
+
+    /// The bake counting requests served by `w`, while it is active.
+    pub fn bake_of(&self, w: Which) -> Option<&Bake> {
+        let b = self.bake.as_deref()?;
+        let watched = if b.canary { Which::Alt(0) } else { Which::Main };
+        (w == watched).then_some(b)
+    }
 }
 
 /// One (agent, environment): its names as header values and its live route.
@@ -154,11 +226,7 @@ impl Slot {
             environment,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            route: ArcSwap::from_pointee(Route {
-                revision: 0,
-                target: None,
-                metrics: RouteMetrics::noop(),
-            }),
+            route: ArcSwap::from_pointee(Route::empty()),
         }
     }
 
@@ -192,6 +260,8 @@ impl Slot {
 #[derive(Debug)]
 pub struct TokenEntry {
     pub slot: Arc<Slot>,
+    /// May send `x-switchyard-pin-version` (the `pin` scope).
+    pub may_pin: bool,
     pub expires_at: Option<Millis>,
     pub revoked: bool,
     pub suspended: bool,
@@ -278,6 +348,10 @@ pub struct RoutingTable {
     revision: AtomicU64,
     /// The change feed's revision this table has applied, in order (fleet nodes).
     feed_revision: AtomicU64,
+    /// The key that signs session pins (from the store).
+    pin_key: arc_swap::ArcSwapOption<PinKey>,
+    /// The bake of each slot (`agent/environment`), kept across rebuilds of its route.
+    bakes: DashMap<String, Arc<Bake>>,
 }
 
 impl Default for RoutingTable {
@@ -309,7 +383,33 @@ impl RoutingTable {
             cache_key: verified::CacheKey::new(),
             revision: AtomicU64::new(0),
             feed_revision: AtomicU64::new(0),
+            pin_key: arc_swap::ArcSwapOption::empty(),
+            bakes: DashMap::new(),
         }
+    }
+
+    /// Sets the key that signs and verifies session pins.
+    pub fn set_pin_key(&self, key: &[u8]) {
+        self.pin_key.store(Some(Arc::new(PinKey::new(key))));
+    }
+
+    pub fn pin_key(&self) -> Option<Arc<PinKey>> {
+        self.pin_key.load_full()
+    }
+
+    /// Whether the token `token` (its text) may send an evaluation pin. Off the
+    /// common path: only a request that sends one asks.
+    pub fn token_may_pin(&self, token: &[u8]) -> bool {
+        let hash = crate::domain::token::hash_token(token);
+        self.token_entry(&hash).is_some_and(|e| e.may_pin)
+    }
+
+    /// Every slot's live route, for the background tasks that read them.
+    pub fn routes(&self) -> Vec<(Arc<Slot>, Arc<Route>)> {
+        self.slots
+            .iter()
+            .map(|s| (Arc::clone(s.value()), s.route()))
+            .collect()
     }
 
     /// Ejection and retry rules (`[upstream]`); set before any route is installed.
@@ -444,6 +544,7 @@ impl RoutingTable {
                 environment,
                 revision,
                 version,
+                extra,
             } => {
                 let label = version.as_ref().map(|v| v.label());
                 let metrics = self.metrics.route(
@@ -451,19 +552,104 @@ impl RoutingTable {
                     environment.as_str(),
                     label.as_deref().unwrap_or("none"),
                 );
-                self.slot(agent, environment).install(Route {
+                let mut route = Route {
                     revision: *revision,
                     target: version.as_ref().map(|v| self.target(v)),
                     metrics,
-                });
+                    pointer_revision: *revision,
+                    ..Route::empty()
+                };
+                if let Some(e) = extra {
+                    self.release_state(&mut route, agent, environment, version.as_ref(), e);
+                }
+                self.slot(agent, environment).install(route);
                 self.note_revision(*revision);
             }
             Change::Token(t) => self.put_token(t),
         }
     }
 
+    /// Fills in a route's canary, pins, choice and bake from the store's account.
+    fn release_state(
+        &self,
+        route: &mut Route,
+        agent: &AgentName,
+        environment: &EnvName,
+        version: Option<&Version>,
+        e: &crate::domain::RouteExtra,
+    ) {
+        use crate::domain::Affinity;
+        route.pointer_revision = e.pointer_revision;
+        let main = version.map(|v| v.number);
+        let canary = e.canary.as_ref().map(|(c, _)| *c);
+        if let Some((_, v)) = &e.canary {
+            route.alts.push(Alt {
+                target: self.target(v),
+                metrics: std::sync::OnceLock::from(self.metrics.route(
+                    agent.as_str(),
+                    environment.as_str(),
+                    &v.label(),
+                )),
+            });
+        }
+        for (v, released_at) in &e.pinnable {
+            let which = if Some(v.number) == main {
+                Which::Main
+            } else if canary.is_some_and(|c| c.version == v.number) {
+                Which::Alt(0)
+            } else {
+                let Ok(i) = u16::try_from(route.alts.len()) else {
+                    continue;
+                };
+                route.alts.push(Alt {
+                    target: self.target(v),
+                    metrics: std::sync::OnceLock::new(),
+                });
+                Which::Alt(i)
+            };
+            route.pins.push(PinEntry {
+                version: v.number,
+                released_at: *released_at,
+                which,
+            });
+        }
+        let sticky = (e.policy.session_affinity == Affinity::Sticky)
+            .then(|| i64::from(e.policy.session_ttl_s) * 1000);
+        if canary.is_some() || sticky.is_some() {
+            route.choice = Some(Box::new(Choice {
+                canary: canary.map(|c| (c.weight, c.start_revision)),
+                sticky_ttl_ms: sticky,
+            }));
+        }
+        let mut buf = [0u8; 128];
+        let key = slot_key(&mut buf, agent, environment).to_owned();
+        let watch = match (e.policy.auto_rollback, e.forward) {
+            (Some(spec), Some((at, n))) => {
+                let on_canary = canary.is_some_and(|c| c.version == n);
+                (on_canary || main == Some(n)).then_some((spec, at, n, on_canary))
+            }
+            _ => None,
+        };
+        match watch {
+            Some((spec, at, n, on_canary)) if now_ms() < at + i64::from(spec.bake_s) * 1000 => {
+                let bake = self
+                    .bakes
+                    .get(&key)
+                    .map(|b| Arc::clone(b.value()))
+                    .filter(|b| b.same_watch(n, on_canary, at, &spec))
+                    .unwrap_or_else(|| Arc::new(Bake::new(n, on_canary, at, spec)));
+                self.bakes.insert(key, Arc::clone(&bake));
+                route.bake = Some(bake);
+            }
+            _ => {
+                self.bakes.remove(&key);
+            }
+        }
+    }
+
     fn put_token(&self, t: &TokenRecord) {
         let entry = TokenEntry {
+            may_pin: t.scopes.iter().any(|s| s == "pin"),
             slot: self.slot(&t.agent, &t.environment),
             expires_at: t.expires_at,
             revoked: t.revoked_at.is_some(),
@@ -572,6 +758,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             suspended_at: None,
+            scopes: vec![],
             hash: hash_token(secret.as_bytes()),
         }
     }
@@ -582,6 +769,7 @@ mod tests {
             environment: env.clone(),
             revision: rev,
             version: v,
+            extra: None,
         }
     }
 

@@ -125,6 +125,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             suspended_at: None,
+            scopes: vec![],
             hash: hash_token(secret.as_bytes()),
         }
     }

@@ -180,6 +180,8 @@ pub async fn run(
     };
     // active health checks of the live versions, once for the node
     let checks = tokio::spawn(crate::routing::checks::run(Arc::clone(&table)));
+    // automatic rollback from this node's own numbers
+    let autoroll = tokio::spawn(crate::admin::autoroll::run(Arc::clone(&admin)));
     let graceful = GracefulShutdown::new();
     let admin_builder = auto::Builder::new(TokioExecutor::new());
     let admin_conns = Arc::new(Semaphore::new(256));
@@ -206,6 +208,9 @@ pub async fn run(
                 Err(e) => return Err(Error::Load(e)),
             }
         };
+        if let Some(k) = &snap.pin_key {
+            table.set_pin_key(k);
+        }
         for c in &snap.changes {
             table.apply(c);
         }
@@ -227,12 +232,15 @@ pub async fn run(
         Ok::<_, Error>(follower)
     };
 
-    let proxy = Arc::new(Proxy::new(
-        Arc::clone(&table),
-        config.limits.clone(),
-        config.proxy.clone(),
-        access::AccessLog::from_config(&config.log),
-    ));
+    let proxy = Arc::new(
+        Proxy::new(
+            Arc::clone(&table),
+            config.limits.clone(),
+            config.proxy.clone(),
+            access::AccessLog::from_config(&config.log),
+        )
+        .with_session_cookie(&config.routing.session_cookie),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = config.worker_count();
     let client = Arc::new(ClientSide {
@@ -297,6 +305,7 @@ pub async fn run(
     }
     upkeep.abort();
     checks.abort();
+    autoroll.abort();
     let drain = config.limits.drain_timeout();
     tracing::info!(
         drain_ms = drain.as_millis() as u64,

@@ -5,12 +5,14 @@
 //! backend rolls the transaction back).
 
 use super::{Applied, Command, Error, EventKey, FeedRead, Outcome, Result, Snapshot, Tx};
-use crate::domain::moves::{check_guard, next_pointer, plan_rollback};
+use crate::domain::moves::{check_guard, plan_rollback};
 use crate::domain::names::version_label;
+use crate::domain::release;
+use crate::domain::token::SCOPES;
 use crate::domain::{
-    Action, AdminTokenRecord, Agent, AgentName, Change, DomainError, EnvName, EnvSpec, Millis,
-    Move, MoveKind, MoveRequest, Pipeline, Pointer, TokenRecord, UndoLink, Version, VersionRef,
-    VersionState,
+    Action, AdminTokenRecord, Agent, AgentName, Canary, Change, DomainError, EnvName, EnvSpec,
+    Millis, Move, MoveKind, MoveRequest, Pipeline, Pointer, PolicyChange, RouteExtra, TokenRecord,
+    UndoLink, Version, VersionRef, VersionState,
 };
 
 /// Longest free-text field (reason, token name, actor) kept, in bytes.
@@ -102,19 +104,19 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
             tx.set_version_state(&agent, v.number, state)?;
             v.state = state;
             let revision = tx.bump_revision()?;
-            let changes = tx
-                .pointers(Some(&agent))?
-                .into_iter()
-                .filter(|(_, env, ptr)| {
-                    ptr.version == Some(v.number) && p.get(env.as_str()).is_ok()
-                })
-                .map(|(agent, environment, _)| Change::Route {
-                    agent,
-                    environment,
-                    revision,
-                    version: Some(v.clone()),
-                })
-                .collect();
+            if state == VersionState::Stopped {
+                // a stop releases the version's pins everywhere; a start does not
+                // revive them
+                for s in p.stages() {
+                    tx.release(&agent, &s.name, v.number, revision)?;
+                }
+            }
+            let mut changes = Vec::new();
+            for (agent, environment, _) in tx.pointers(Some(&agent))? {
+                if p.get(environment.as_str()).is_ok() {
+                    changes.push(route_change(tx, p, agent, environment, revision)?);
+                }
+            }
             Ok(Applied {
                 outcome: Outcome::Version(v),
                 revision,
@@ -129,10 +131,24 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
             expires_at,
             id,
             hash,
+            mut scopes,
         } => {
             require_agent(tx, &agent)?;
             p.get(environment.as_str())?;
             check_text("name", &name)?;
+            if let Some(bad) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+                return Err(DomainError::Invalid {
+                    field: "scopes",
+                    message: format!(
+                        "unknown scope {:?}; known: {}",
+                        crate::domain::names::truncate(bad, 40),
+                        SCOPES.join(", ")
+                    ),
+                }
+                .into());
+            }
+            scopes.sort();
+            scopes.dedup();
             if let Some(exp) = expires_at {
                 if exp <= now {
                     return Err(DomainError::Invalid {
@@ -151,6 +167,7 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
                 expires_at,
                 revoked_at: None,
                 suspended_at: None,
+                scopes,
                 hash,
             };
             tx.insert_token(&record)?;
@@ -233,6 +250,34 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
                 changes: vec![Change::Token(record)],
             })
         }
+        Command::SetPolicy {
+            agent,
+            environment,
+            patch,
+            actor,
+        } => {
+            require_agent(tx, &agent)?;
+            p.get(environment.as_str())?;
+            check_text("actor", &actor)?;
+            let before = tx.policy(&agent, &environment)?.unwrap_or_default();
+            let after = before.merge(&patch)?;
+            let revision = tx.bump_revision()?;
+            tx.set_policy(&PolicyChange {
+                agent: agent.clone(),
+                environment: environment.clone(),
+                actor,
+                at: now,
+                revision,
+                before,
+                after,
+            })?;
+            let change = route_change(tx, p, agent, environment, revision)?;
+            Ok(Applied {
+                outcome: Outcome::Policy(after),
+                revision,
+                changes: vec![change],
+            })
+        }
         Command::RevokeToken { id } => {
             let mut record = tx
                 .token(&id)?
@@ -279,16 +324,24 @@ fn require_running(tx: &mut dyn Tx, agent: &AgentName, n: u32) -> Result<Version
 /// refused. Shared by the move itself and by its dry run.
 #[derive(Debug)]
 pub struct MovePlan {
+    /// What the history will record (a rollback while a canary is open is recorded
+    /// as the canary's abort).
     pub action: Action,
     /// The environment that moves (for a promote: the next one, or `to`).
     pub environment: EnvSpec,
     pub from: Option<u32>,
-    /// None when undeployed, or when the target could not be resolved (refused).
+    /// The version the move is about: the new live version, or the canary for a canary
+    /// move. None when undeployed, or when the target could not be resolved (refused).
     pub to: Option<u32>,
     /// The environment's revision now (what `expected_revision` must name).
     pub revision: u64,
     /// Why the real move would be refused, the first reason it would give.
     pub refusal: Option<Error>,
+    /// The canary open now, and the one after the move.
+    pub canary_before: Option<Canary>,
+    pub canary_after: Option<Canary>,
+    /// Versions whose session pins the move releases (0: every version).
+    pub releases: Vec<u32>,
     cur: Pointer,
     rollback_undo: Option<UndoLink>,
 }
@@ -306,8 +359,19 @@ fn is_refusal(e: &Error) -> bool {
                 | DomainError::NothingToRollBack(_)
                 | DomainError::AlreadyLive { .. }
                 | DomainError::CandidateChanged(_)
+                | DomainError::CanaryOpen { .. }
+                | DomainError::NoCanary(_)
         )
     )
+}
+
+/// What resolving a move against the pointer gives.
+struct Resolved {
+    action: Action,
+    to: Option<u32>,
+    rollback_undo: Option<UndoLink>,
+    canary: Option<Canary>,
+    releases: Vec<u32>,
 }
 
 /// Plans `req` without writing ([`MovePlan`]).
@@ -333,17 +397,26 @@ pub fn plan_move(tx: &mut dyn Tx, p: &Pipeline, req: &MoveRequest) -> Result<Mov
         .err()
         .map(Error::from);
     let resolved = resolve_target(tx, req, &source, &target_env, &cur);
-    let (target, rollback_undo, mut refusal) = match (guard, resolved) {
-        (Some(g), Ok((t, u))) => (t, u, Some(g)),
-        (Some(g), Err(_)) => (None, None, Some(g)),
-        (None, Ok((t, u))) => (t, u, None),
-        (None, Err(e)) if is_refusal(&e) => (None, None, Some(e)),
+    let unresolved = |action| Resolved {
+        action,
+        to: None,
+        rollback_undo: None,
+        canary: cur.canary,
+        releases: vec![],
+    };
+    let (r, mut refusal) = match (guard, resolved) {
+        (Some(g), Ok(r)) => (r, Some(g)),
+        (Some(g), Err(_)) => (unresolved(req.kind.action()), Some(g)),
+        (None, Ok(r)) => (r, None),
+        (None, Err(e)) if is_refusal(&e) => (unresolved(req.kind.action()), Some(e)),
         (None, Err(e)) => return Err(e),
     };
-    if refusal.is_none() && req.expect_version.is_some() && req.expect_version != target {
+    if refusal.is_none() && req.expect_version.is_some() && req.expect_version != r.to {
         refusal = Some(DomainError::CandidateChanged(source.name.to_string()).into());
     }
-    if let (None, Some(t), Some(c)) = (&refusal, target, cur.version) {
+    if let (None, Some(t), Some(c), false) =
+        (&refusal, r.to, cur.version, r.action.is_canary_only())
+    {
         if t == c {
             refusal = Some(
                 DomainError::AlreadyLive {
@@ -355,30 +428,60 @@ pub fn plan_move(tx: &mut dyn Tx, p: &Pipeline, req: &MoveRequest) -> Result<Mov
         }
     }
     Ok(MovePlan {
-        action: req.kind.action(),
+        action: r.action,
         revision: cur.revision,
         from: cur.version,
-        to: target,
+        to: r.to,
         environment: target_env,
         refusal,
+        canary_before: cur.canary,
+        canary_after: r.canary,
+        releases: r.releases,
         cur,
-        rollback_undo,
+        rollback_undo: r.rollback_undo,
     })
 }
 
-/// The version `req` would make live in `target_env` (None: undeploy), and for a
-/// rollback the undo link it leaves.
+/// A canary move refused because the environment has another canary open.
+fn canary_open(env: &EnvSpec, c: &Canary) -> Error {
+    DomainError::CanaryOpen {
+        environment: env.name.to_string(),
+        version: version_label(c.version),
+    }
+    .into()
+}
+
+/// What `req` would do to the pointer of `target_env`: the action recorded, the
+/// version it is about (None: undeploy), the undo link a rollback leaves, the canary
+/// after it and the versions whose pins it releases.
 fn resolve_target(
     tx: &mut dyn Tx,
     req: &MoveRequest,
     source: &EnvSpec,
     target_env: &EnvSpec,
     cur: &Pointer,
-) -> Result<(Option<u32>, Option<UndoLink>)> {
+) -> Result<Resolved> {
+    let moved = |action, to| Resolved {
+        action,
+        to,
+        rollback_undo: None,
+        canary: None,
+        releases: vec![],
+    };
+    let abort = |c: &Canary| Resolved {
+        action: Action::CanaryAbort,
+        to: Some(c.version),
+        rollback_undo: None,
+        canary: None,
+        releases: vec![c.version],
+    };
     match &req.kind {
         MoveKind::Deploy { version } => {
             let v = running(require_version(tx, &req.agent, version)?)?;
-            Ok((Some(v.number), None))
+            if let Some(c) = &cur.canary {
+                return Err(canary_open(target_env, c));
+            }
+            Ok(moved(Action::Deploy, Some(v.number)))
         }
         MoveKind::Promote { .. } => {
             if source.name == target_env.name {
@@ -392,9 +495,17 @@ fn resolve_target(
             let n = from
                 .version
                 .ok_or_else(|| DomainError::NotDeployed(source.name.to_string()))?;
-            Ok((Some(require_running(tx, &req.agent, n)?.number), None))
+            let n = require_running(tx, &req.agent, n)?.number;
+            if let Some(c) = &cur.canary {
+                return Err(canary_open(target_env, c));
+            }
+            Ok(moved(Action::Promote, Some(n)))
         }
         MoveKind::Rollback { to_version } => {
+            // a rollback while a canary is open aborts the canary only
+            if let Some(c) = &cur.canary {
+                return Ok(abort(c));
+            }
             let to = match to_version {
                 Some(r) => {
                     let v = require_version(tx, &req.agent, r)?;
@@ -410,24 +521,98 @@ fn resolve_target(
                 }
                 None => None,
             };
-            let (agent, env) = (req.agent.clone(), target_env.name.clone());
-            let (n, undo) = plan_rollback(&env, cur, to, |rev| {
-                if rev == 0 {
-                    Ok(UndoLink::EMPTY)
-                } else {
-                    tx.undo_at(&agent, &env, rev)
-                }
-            })?;
-            require_running(tx, &req.agent, n)?;
-            Ok((Some(n), Some(undo)))
+            rollback(tx, req, target_env, cur, to, Action::Rollback)
         }
+        MoveKind::AutoRollback { watched } => match (&cur.canary, cur.version) {
+            (Some(c), _) if c.version == *watched => Ok(abort(c)),
+            (None, Some(v)) if v == *watched => {
+                rollback(tx, req, target_env, cur, None, Action::AutoRollback)
+            }
+            _ => Err(DomainError::CandidateChanged(target_env.name.to_string()).into()),
+        },
         MoveKind::Undeploy => {
             if cur.version.is_none() {
                 return Err(DomainError::NotDeployed(target_env.name.to_string()).into());
             }
-            Ok((None, None))
+            let mut r = moved(Action::Undeploy, None);
+            r.releases = vec![0];
+            Ok(r)
+        }
+        MoveKind::Canary { version, weight } => {
+            let v = running(require_version(tx, &req.agent, version)?)?;
+            if cur.version.is_none() {
+                return Err(DomainError::NotDeployed(target_env.name.to_string()).into());
+            }
+            if cur.version == Some(v.number) {
+                return Err(DomainError::AlreadyLive {
+                    environment: target_env.name.to_string(),
+                    version: v.label(),
+                }
+                .into());
+            }
+            let (action, canary) = match cur.canary {
+                Some(c) if c.version != v.number => return Err(canary_open(target_env, &c)),
+                Some(c) => (
+                    Action::CanaryWeight,
+                    Canary {
+                        weight: *weight,
+                        ..c
+                    },
+                ),
+                None => (
+                    Action::CanaryStart,
+                    Canary {
+                        version: v.number,
+                        weight: *weight,
+                        since: 0,
+                        start_revision: 0,
+                        moved_at: 0,
+                    },
+                ),
+            };
+            let mut r = moved(action, Some(v.number));
+            r.canary = Some(canary);
+            Ok(r)
+        }
+        MoveKind::CanaryComplete | MoveKind::CanaryAbort => {
+            let c = cur
+                .canary
+                .ok_or_else(|| DomainError::NoCanary(target_env.name.to_string()))?;
+            if req.kind == MoveKind::CanaryAbort {
+                return Ok(abort(&c));
+            }
+            let n = require_running(tx, &req.agent, c.version)?.number;
+            Ok(moved(Action::CanaryComplete, Some(n)))
         }
     }
+}
+
+/// A rollback of `target_env` (to `to`, or down the undo stack), recorded as `action`;
+/// it releases the version rolled back from.
+fn rollback(
+    tx: &mut dyn Tx,
+    req: &MoveRequest,
+    target_env: &EnvSpec,
+    cur: &Pointer,
+    to: Option<u32>,
+    action: Action,
+) -> Result<Resolved> {
+    let (agent, env) = (req.agent.clone(), target_env.name.clone());
+    let (n, undo) = plan_rollback(&env, cur, to, |rev| {
+        if rev == 0 {
+            Ok(UndoLink::EMPTY)
+        } else {
+            tx.undo_at(&agent, &env, rev)
+        }
+    })?;
+    require_running(tx, &req.agent, n)?;
+    Ok(Resolved {
+        action,
+        to: Some(n),
+        rollback_undo: Some(undo),
+        canary: None,
+        releases: cur.version.into_iter().collect(),
+    })
 }
 
 fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) -> Result<Applied> {
@@ -441,38 +626,125 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
         to: target,
         cur,
         rollback_undo,
+        canary_after,
+        releases,
         ..
     } = plan;
     let revision = tx.bump_revision()?;
-    let pointer = next_pointer(&cur, action, target, rollback_undo, revision, now);
+    let (pointer, version, weight) = if action.is_canary_only() {
+        let canary = canary_after.map(|c| match action {
+            Action::CanaryStart => Canary {
+                since: now,
+                start_revision: revision,
+                moved_at: now,
+                ..c
+            },
+            _ => Canary { moved_at: now, ..c },
+        });
+        let pointer = Pointer {
+            revision,
+            canary,
+            ..cur
+        };
+        (pointer, target, canary.map(|c| c.weight))
+    } else {
+        let undo = match (action, rollback_undo) {
+            (Action::Rollback | Action::AutoRollback, Some(u)) => u,
+            _ => cur.undo.push(cur.revision, cur.version),
+        };
+        let pointer = Pointer {
+            version: target,
+            since: now,
+            revision,
+            undo,
+            canary: None,
+        };
+        (pointer, target, None)
+    };
     let mv = Move {
         agent: req.agent.clone(),
         environment: target_env.name.clone(),
         action,
-        version: target,
+        version,
         previous: cur.version,
         actor: req.actor,
         on_behalf_of: req.on_behalf_of,
         reason: req.reason,
         forced: req.force,
+        weight,
         revision,
         at: now,
         previous_since: cur.version.map(|_| cur.since),
     };
     tx.record_move(&mv, &pointer)?;
-    let version = match target {
-        Some(n) => tx.version(&req.agent, n)?,
-        None => None,
-    };
+    for v in releases {
+        tx.release(&req.agent, &target_env.name, v, revision)?;
+    }
+    let change = route_change(tx, p, req.agent, target_env.name, revision)?;
     Ok(Applied {
         outcome: Outcome::Move(mv),
         revision,
-        changes: vec![Change::Route {
-            agent: req.agent,
-            environment: target_env.name,
-            revision,
-            version,
-        }],
+        changes: vec![change],
+    })
+}
+
+/// The state a slot serves after `revision`: the pointer's version, its canary, the
+/// versions pins may name, the policy and the last forward move.
+pub fn route_change(
+    tx: &mut dyn Tx,
+    p: &Pipeline,
+    agent: AgentName,
+    environment: EnvName,
+    revision: u64,
+) -> Result<Change> {
+    let _ = p;
+    let ptr = tx.pointer(&agent, &environment)?;
+    let version = match ptr.version {
+        Some(n) => tx.version(&agent, n)?,
+        None => None,
+    };
+    let canary = match ptr.canary {
+        Some(c) => tx.version(&agent, c.version)?.map(|v| (c, v)),
+        None => None,
+    };
+    let releases = tx.releases(&agent, &environment)?;
+    let released = |n: u32| {
+        releases
+            .iter()
+            .filter(|(v, _)| *v == n || *v == 0)
+            .map(|(_, r)| *r)
+            .max()
+            .unwrap_or(0)
+    };
+    let mut pinnable = Vec::new();
+    for n in tx.served(&agent, &environment, release::PINNABLE_MAX)? {
+        if let Some(v) = tx.version(&agent, n)? {
+            if v.state == VersionState::Running {
+                pinnable.push((v, released(n)));
+            }
+        }
+    }
+    let forward = tx
+        .history(&agent, &environment, 1, None)?
+        .first()
+        .and_then(|m| match m.action {
+            a if a.is_forward() => m.version.map(|v| (m.at, v)),
+            Action::CanaryStart | Action::CanaryWeight => m.version.map(|v| (m.at, v)),
+            _ => None,
+        });
+    let extra = RouteExtra {
+        pointer_revision: ptr.revision,
+        canary,
+        pinnable,
+        policy: tx.policy(&agent, &environment)?.unwrap_or_default(),
+        forward,
+    };
+    Ok(Change::Route {
+        agent,
+        environment,
+        revision: revision.max(ptr.revision).max(1),
+        version,
+        extra: Some(Box::new(extra)),
     })
 }
 
@@ -484,21 +756,16 @@ pub fn snapshot(tx: &mut dyn Tx, p: &Pipeline) -> Result<Snapshot> {
         if p.get(environment.as_str()).is_err() {
             continue; // an environment since removed from the config serves nothing
         }
-        let version = match ptr.version {
-            Some(n) => tx.version(&agent, n)?,
-            None => None,
-        };
-        changes.push(Change::Route {
-            agent,
-            environment,
-            revision: ptr.revision.max(1),
-            version,
-        });
+        changes.push(route_change(tx, p, agent, environment, ptr.revision)?);
     }
     for t in tx.tokens(None)? {
         changes.push(Change::Token(t));
     }
-    Ok(Snapshot { revision, changes })
+    Ok(Snapshot {
+        revision,
+        changes,
+        pin_key: tx.pin_key()?,
+    })
 }
 
 /// An agent with the pointer of each environment of the pipeline, in pipeline order.
@@ -541,17 +808,7 @@ pub fn changes_since(tx: &mut dyn Tx, p: &Pipeline, after: u64) -> Result<FeedRe
                 if p.get(environment.as_str()).is_err() {
                     continue;
                 }
-                let ptr = tx.pointer(&agent, &environment)?;
-                let version = match ptr.version {
-                    Some(n) => tx.version(&agent, n)?,
-                    None => None,
-                };
-                changes.push(Change::Route {
-                    agent,
-                    environment,
-                    revision: e.revision.max(ptr.revision),
-                    version,
-                });
+                changes.push(route_change(tx, p, agent, environment, e.revision)?);
             }
             EventKey::Token { id } => {
                 if let Some(t) = tx.token(&id)? {

@@ -17,8 +17,8 @@ pub mod sqlite;
 
 use crate::domain::{
     AdminTokenRecord, Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveRequest,
-    Pipeline, Pointer, Role, TokenHash, TokenRecord, UndoLink, Version, VersionRef, VersionSpec,
-    VersionState,
+    Pipeline, Pointer, Policy, PolicyChange, PolicyPatch, Role, TokenHash, TokenRecord, UndoLink,
+    Version, VersionRef, VersionSpec, VersionState,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -66,6 +66,7 @@ pub enum Command {
         expires_at: Option<Millis>,
         id: String,
         hash: TokenHash,
+        scopes: Vec<String>,
     },
     /// Suspends or resumes a deployment token (a revoked one is refused).
     SuspendToken {
@@ -85,6 +86,13 @@ pub enum Command {
     RevokeAdminToken {
         id: String,
     },
+    /// Merges `patch` into the policy of (agent, environment).
+    SetPolicy {
+        agent: AgentName,
+        environment: EnvName,
+        patch: PolicyPatch,
+        actor: String,
+    },
 }
 
 /// What a command produced, for the caller's answer.
@@ -95,6 +103,7 @@ pub enum Outcome {
     Move(Move),
     Token(TokenRecord),
     AdminToken(AdminTokenRecord),
+    Policy(Policy),
 }
 
 /// A committed command: its outcome, the store revision after it, and the changes the
@@ -111,6 +120,8 @@ pub struct Applied {
 pub struct Snapshot {
     pub revision: u64,
     pub changes: Vec<Change>,
+    /// The fleet-wide key that signs session pins.
+    pub pin_key: Option<Vec<u8>>,
 }
 
 /// The rows a transaction can read and write. Implemented once per backend; every
@@ -147,6 +158,32 @@ pub trait Tx {
     fn has_served(&mut self, agent: &AgentName, env: &EnvName, number: u32) -> Result<bool>;
     /// Appends the move to history and sets the pointer, in the same transaction.
     fn record_move(&mut self, mv: &Move, pointer: &Pointer) -> Result<()>;
+    /// Records that pins of `version` (0: of every version) issued before `revision`
+    /// no longer hold in (agent, environment).
+    fn release(
+        &mut self,
+        agent: &AgentName,
+        env: &EnvName,
+        version: u32,
+        revision: u64,
+    ) -> Result<()>;
+    /// (version or 0, revision of its last release) of (agent, environment).
+    fn releases(&mut self, agent: &AgentName, env: &EnvName) -> Result<Vec<(u32, u64)>>;
+    /// The versions that served (agent, environment), most recent service first.
+    fn served(&mut self, agent: &AgentName, env: &EnvName, limit: u32) -> Result<Vec<u32>>;
+    /// The stored policy of (agent, environment); None: the default.
+    fn policy(&mut self, agent: &AgentName, env: &EnvName) -> Result<Option<Policy>>;
+    /// Stores `change.after` and appends the change to the policy history.
+    fn set_policy(&mut self, change: &PolicyChange) -> Result<()>;
+    /// Policy changes of (agent, environment), newest first.
+    fn policy_history(
+        &mut self,
+        agent: &AgentName,
+        env: &EnvName,
+        limit: u32,
+    ) -> Result<Vec<PolicyChange>>;
+    /// The key that signs session pins (made when the store was first opened).
+    fn pin_key(&mut self) -> Result<Option<Vec<u8>>>;
     /// History of (agent, environment), newest first, at most `limit` rows older than
     /// `before` (a revision) when given.
     fn history(
@@ -424,6 +461,30 @@ impl Store {
         self.blocking(false, |tx, _| tx.admin_tokens()).await
     }
 
+    /// The policy of (agent, environment), the default when none was set.
+    pub async fn policy(&self, agent: AgentName, env: EnvName) -> Result<Policy> {
+        self.blocking(false, move |tx, p| {
+            engine::require_agent(tx, &agent)?;
+            p.get(env.as_str())?;
+            Ok(tx.policy(&agent, &env)?.unwrap_or_default())
+        })
+        .await
+    }
+
+    pub async fn policy_history(
+        &self,
+        agent: AgentName,
+        env: EnvName,
+        limit: u32,
+    ) -> Result<Vec<PolicyChange>> {
+        self.blocking(false, move |tx, p| {
+            engine::require_agent(tx, &agent)?;
+            p.get(env.as_str())?;
+            tx.policy_history(&agent, &env, limit)
+        })
+        .await
+    }
+
     pub async fn tokens(&self, agent: AgentName, env: EnvName) -> Result<Vec<TokenRecord>> {
         self.blocking(false, move |tx, p| {
             engine::require_agent(tx, &agent)?;
@@ -432,6 +493,30 @@ impl Store {
         })
         .await
     }
+}
+
+/// 32 random bytes for the pin-signing key.
+fn new_pin_key() -> Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| Error::Backend(format!("no randomness: {e}")))?;
+    Ok(key)
+}
+
+/// A token's scopes as both stores keep them: comma-separated.
+fn scopes_from(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A pointer's canary as both stores keep it: JSON, or NULL without one.
+fn canary_json(p: &Pointer) -> Result<Option<String>> {
+    p.canary
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| Error::Backend(e.to_string()))
 }
 
 /// A version's health check as both stores keep it: JSON, or NULL without one.

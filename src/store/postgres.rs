@@ -13,8 +13,8 @@
 
 use super::{Backend, Error, Event, EventKey, Result, Tx, TxFn};
 use crate::domain::{
-    Action, AdminTokenRecord, Agent, AgentName, Change, EnvName, Millis, Move, Pointer, Role,
-    TokenHash, TokenRecord, UndoLink, Version, VersionState,
+    Action, AdminTokenRecord, Agent, AgentName, Change, EnvName, Millis, Move, Pointer, Policy,
+    PolicyChange, Role, TokenHash, TokenRecord, UndoLink, Version, VersionState,
 };
 use std::future::Future;
 use std::str::FromStr;
@@ -114,7 +114,10 @@ BEGIN
         ('history', 'forced', 'BOOLEAN NOT NULL DEFAULT false'),
         ('versions', 'health', 'TEXT'),
         ('versions', 'min_healthy', 'BIGINT NOT NULL DEFAULT 1'),
-        ('tokens', 'suspended_at', 'BIGINT')
+        ('tokens', 'suspended_at', 'BIGINT'),
+        ('tokens', 'scopes', 'TEXT NOT NULL DEFAULT ' || quote_literal('')),
+        ('pointers', 'canary', 'TEXT'),
+        ('history', 'weight', 'BIGINT')
     ) AS t (tab, col, ty) LOOP
         IF NOT EXISTS (
             SELECT 1 FROM information_schema.columns
@@ -136,6 +139,33 @@ CREATE TABLE IF NOT EXISTS events (
 );
 ALTER TABLE events ADD COLUMN IF NOT EXISTS committed_at BIGINT NOT NULL DEFAULT 0;
 INSERT INTO meta (key, value) VALUES ('feed_floor', 0) ON CONFLICT (key) DO NOTHING;
+CREATE TABLE IF NOT EXISTS releases (
+    agent       TEXT NOT NULL REFERENCES agents (name),
+    environment TEXT NOT NULL,
+    version     BIGINT NOT NULL,
+    revision    BIGINT NOT NULL,
+    PRIMARY KEY (agent, environment, version)
+);
+CREATE TABLE IF NOT EXISTS policies (
+    agent       TEXT NOT NULL REFERENCES agents (name),
+    environment TEXT NOT NULL,
+    policy      TEXT NOT NULL,
+    PRIMARY KEY (agent, environment)
+);
+CREATE TABLE IF NOT EXISTS policy_history (
+    revision    BIGINT PRIMARY KEY,
+    agent       TEXT NOT NULL REFERENCES agents (name),
+    environment TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    at          BIGINT NOT NULL,
+    before      TEXT NOT NULL,
+    after       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS policy_history_by_env ON policy_history (agent, environment, revision);
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value BYTEA NOT NULL
+);
 "#;
 
 fn pg(e: tokio_postgres::Error) -> Error {
@@ -278,6 +308,14 @@ fn migrate(h: &tokio::runtime::Handle, client: &mut Client) -> Result<()> {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]),
     )?;
     wait(h, tx.batch_execute(SCHEMA))?;
+    let key = super::new_pin_key()?;
+    wait(
+        h,
+        tx.execute(
+            "INSERT INTO settings (key, value) VALUES ('pin_key', $1) ON CONFLICT (key) DO NOTHING",
+            &[&&key[..]],
+        ),
+    )?;
     wait(h, tx.commit())
 }
 
@@ -336,7 +374,7 @@ fn version_from(r: &Row) -> Result<Version> {
     })
 }
 
-const MOVE_COLS: &str = "agent, environment, action, version, previous, actor, reason, revision, at, previous_since, on_behalf_of, forced";
+const MOVE_COLS: &str = "agent, environment, action, version, previous, actor, reason, revision, at, previous_since, on_behalf_of, forced, weight";
 
 fn move_from(r: &Row) -> Result<Move> {
     let action: String = get(r, 2)?;
@@ -350,6 +388,7 @@ fn move_from(r: &Row) -> Result<Move> {
         on_behalf_of: get(r, 10)?,
         reason: get(r, 6)?,
         forced: get(r, 11)?,
+        weight: u32_of(get(r, 12)?),
         revision: get::<i64>(r, 7)? as u64,
         at: get(r, 8)?,
         previous_since: get(r, 9)?,
@@ -375,7 +414,7 @@ fn admin_token_from(r: &Row) -> Result<AdminTokenRecord> {
 }
 
 const TOKEN_COLS: &str =
-    "id, hash, agent, environment, name, created_at, expires_at, revoked_at, suspended_at";
+    "id, hash, agent, environment, name, created_at, expires_at, revoked_at, suspended_at, scopes";
 
 fn token_from(r: &Row) -> Result<TokenRecord> {
     let hash: Vec<u8> = get(r, 1)?;
@@ -391,11 +430,16 @@ fn token_from(r: &Row) -> Result<TokenRecord> {
         expires_at: get(r, 6)?,
         revoked_at: get(r, 7)?,
         suspended_at: get(r, 8)?,
+        scopes: super::scopes_from(&get::<String>(r, 9)?),
     })
 }
 
 fn pointer_from(r: &Row, at: usize) -> Result<Pointer> {
+    let canary: Option<String> = get(r, at + 6)?;
     Ok(Pointer {
+        canary: canary
+            .map(|c| serde_json::from_str(&c).map_err(|e| corrupt("canary", e)))
+            .transpose()?,
         version: u32_of(get(r, at)?),
         since: get(r, at + 1)?,
         revision: get::<i64>(r, at + 2)? as u64,
@@ -544,7 +588,7 @@ impl Tx for PgTx<'_> {
 
     fn pointer(&mut self, agent: &AgentName, env: &EnvName) -> Result<Pointer> {
         let row = self.opt(
-            "SELECT version, since, revision, undo_depth, undo_top, undo_next
+            "SELECT version, since, revision, undo_depth, undo_top, undo_next, canary
              FROM pointers WHERE agent = $1 AND environment = $2",
             &[&agent.as_str(), &env.as_str()],
         )?;
@@ -559,7 +603,7 @@ impl Tx for PgTx<'_> {
         agent: Option<&AgentName>,
     ) -> Result<Vec<(AgentName, EnvName, Pointer)>> {
         const COLS: &str =
-            "agent, environment, version, since, revision, undo_depth, undo_top, undo_next";
+            "agent, environment, version, since, revision, undo_depth, undo_top, undo_next, canary";
         let rows = match agent {
             Some(a) => self.rows(
                 &format!("SELECT {COLS} FROM pointers WHERE agent = $1"),
@@ -615,8 +659,8 @@ impl Tx for PgTx<'_> {
         self.exec(
             "INSERT INTO history (revision, agent, environment, action, version, previous,
                  previous_since, actor, reason, at, undo_depth, undo_top, undo_next,
-                 on_behalf_of, forced)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                 on_behalf_of, forced, weight)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             &[
                 &(mv.revision as i64),
                 &mv.agent.as_str(),
@@ -633,16 +677,18 @@ impl Tx for PgTx<'_> {
                 &next,
                 &mv.on_behalf_of,
                 &mv.forced,
+                &mv.weight.map(i64::from),
             ],
         )?;
         self.exec(
             "INSERT INTO pointers (agent, environment, version, since, revision,
-                 undo_depth, undo_top, undo_next)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 undo_depth, undo_top, undo_next, canary)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (agent, environment) DO UPDATE SET
                  version = excluded.version, since = excluded.since,
                  revision = excluded.revision, undo_depth = excluded.undo_depth,
-                 undo_top = excluded.undo_top, undo_next = excluded.undo_next",
+                 undo_top = excluded.undo_top, undo_next = excluded.undo_next,
+                 canary = excluded.canary",
             &[
                 &mv.agent.as_str(),
                 &mv.environment.as_str(),
@@ -652,9 +698,123 @@ impl Tx for PgTx<'_> {
                 &depth,
                 &top,
                 &next,
+                &super::canary_json(p)?,
             ],
         )?;
         Ok(())
+    }
+
+    fn release(
+        &mut self,
+        agent: &AgentName,
+        env: &EnvName,
+        version: u32,
+        revision: u64,
+    ) -> Result<()> {
+        self.exec(
+            "INSERT INTO releases (agent, environment, version, revision) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (agent, environment, version) DO UPDATE SET revision = excluded.revision",
+            &[
+                &agent.as_str(),
+                &env.as_str(),
+                &i64::from(version),
+                &(revision as i64),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn releases(&mut self, agent: &AgentName, env: &EnvName) -> Result<Vec<(u32, u64)>> {
+        self.rows(
+            "SELECT version, revision FROM releases WHERE agent = $1 AND environment = $2",
+            &[&agent.as_str(), &env.as_str()],
+        )?
+        .iter()
+        .map(|r| {
+            Ok((
+                u32::try_from(get::<i64>(r, 0)?).unwrap_or(0),
+                get::<i64>(r, 1)? as u64,
+            ))
+        })
+        .collect()
+    }
+
+    fn served(&mut self, agent: &AgentName, env: &EnvName, limit: u32) -> Result<Vec<u32>> {
+        self.rows(
+            "SELECT version FROM history WHERE agent = $1 AND environment = $2
+                 AND version IS NOT NULL
+             GROUP BY version ORDER BY MAX(revision) DESC LIMIT $3",
+            &[&agent.as_str(), &env.as_str(), &i64::from(limit)],
+        )?
+        .iter()
+        .map(|r| u32::try_from(get::<i64>(r, 0)?).map_err(|e| corrupt("history version", e)))
+        .collect()
+    }
+
+    fn policy(&mut self, agent: &AgentName, env: &EnvName) -> Result<Option<Policy>> {
+        self.opt(
+            "SELECT policy FROM policies WHERE agent = $1 AND environment = $2",
+            &[&agent.as_str(), &env.as_str()],
+        )?
+        .map(|r| serde_json::from_str(&get::<String>(&r, 0)?).map_err(|e| corrupt("policy", e)))
+        .transpose()
+    }
+
+    fn set_policy(&mut self, c: &PolicyChange) -> Result<()> {
+        let json = |p: &Policy| serde_json::to_string(p).map_err(|e| Error::Backend(e.to_string()));
+        let (before, after) = (json(&c.before)?, json(&c.after)?);
+        self.exec(
+            "INSERT INTO policies (agent, environment, policy) VALUES ($1, $2, $3)
+             ON CONFLICT (agent, environment) DO UPDATE SET policy = excluded.policy",
+            &[&c.agent.as_str(), &c.environment.as_str(), &after],
+        )?;
+        self.exec(
+            "INSERT INTO policy_history (revision, agent, environment, actor, at, before, after)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &(c.revision as i64),
+                &c.agent.as_str(),
+                &c.environment.as_str(),
+                &c.actor,
+                &c.at,
+                &before,
+                &after,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn policy_history(
+        &mut self,
+        agent: &AgentName,
+        env: &EnvName,
+        limit: u32,
+    ) -> Result<Vec<PolicyChange>> {
+        let parse = |s: String| serde_json::from_str(&s).map_err(|e| corrupt("policy", e));
+        self.rows(
+            "SELECT revision, actor, at, before, after FROM policy_history
+             WHERE agent = $1 AND environment = $2 ORDER BY revision DESC LIMIT $3",
+            &[&agent.as_str(), &env.as_str(), &i64::from(limit)],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(PolicyChange {
+                agent: agent.clone(),
+                environment: env.clone(),
+                revision: get::<i64>(r, 0)? as u64,
+                actor: get(r, 1)?,
+                at: get(r, 2)?,
+                before: parse(get(r, 3)?)?,
+                after: parse(get(r, 4)?)?,
+            })
+        })
+        .collect()
+    }
+
+    fn pin_key(&mut self) -> Result<Option<Vec<u8>>> {
+        self.opt("SELECT value FROM settings WHERE key = 'pin_key'", &[])?
+            .map(|r| get(&r, 0))
+            .transpose()
     }
 
     fn history(
@@ -683,7 +843,7 @@ impl Tx for PgTx<'_> {
     fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
         self.exec(
             &format!(
-                "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             ),
             &[
                 &t.id,
@@ -695,6 +855,7 @@ impl Tx for PgTx<'_> {
                 &t.expires_at,
                 &t.revoked_at,
                 &t.suspended_at,
+                &t.scopes.join(","),
             ],
         )?;
         Ok(())

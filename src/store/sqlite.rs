@@ -7,8 +7,8 @@
 
 use super::{Backend, Error, Result, Tx, TxFn};
 use crate::domain::{
-    Action, AdminTokenRecord, Agent, AgentName, EnvName, Millis, Move, Pointer, Role, TokenHash,
-    TokenRecord, UndoLink, Version, VersionState,
+    Action, AdminTokenRecord, Agent, AgentName, EnvName, Millis, Move, Pointer, Policy,
+    PolicyChange, Role, TokenHash, TokenRecord, UndoLink, Version, VersionState,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::Path;
@@ -86,16 +86,46 @@ CREATE TABLE IF NOT EXISTS admin_tokens (
     created_at  INTEGER NOT NULL,
     revoked_at  INTEGER
 );
+CREATE TABLE IF NOT EXISTS releases (
+    agent       TEXT NOT NULL REFERENCES agents (name),
+    environment TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    revision    INTEGER NOT NULL,
+    PRIMARY KEY (agent, environment, version)
+);
+CREATE TABLE IF NOT EXISTS policies (
+    agent       TEXT NOT NULL REFERENCES agents (name),
+    environment TEXT NOT NULL,
+    policy      TEXT NOT NULL,
+    PRIMARY KEY (agent, environment)
+);
+CREATE TABLE IF NOT EXISTS policy_history (
+    revision    INTEGER PRIMARY KEY,
+    agent       TEXT NOT NULL REFERENCES agents (name),
+    environment TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    before      TEXT NOT NULL,
+    after       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS policy_history_by_env ON policy_history (agent, environment, revision);
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
 "#;
 
 /// Columns added after a table was first created: (table, column, type). Added on
 /// open when missing, so a file written by an older release keeps working.
-const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
     ("history", "on_behalf_of", "TEXT"),
     ("history", "forced", "INTEGER NOT NULL DEFAULT 0"),
     ("versions", "health", "TEXT"),
     ("versions", "min_healthy", "INTEGER NOT NULL DEFAULT 1"),
     ("tokens", "suspended_at", "INTEGER"),
+    ("tokens", "scopes", "TEXT NOT NULL DEFAULT ''"),
+    ("pointers", "canary", "TEXT"),
+    ("history", "weight", "INTEGER"),
 ];
 
 /// SQLite's errors: busy or locked (another writer holds the file past the busy
@@ -165,6 +195,12 @@ impl SqliteBackend {
                     .map_err(backend)?;
             }
         }
+        let key = super::new_pin_key()?;
+        conn.execute(
+            "INSERT OR IGNORE INTO settings (key, value) VALUES ('pin_key', ?1)",
+            [&key[..]],
+        )
+        .map_err(backend)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -274,7 +310,7 @@ fn version_from(row: VersionRow) -> Result<Version> {
     })
 }
 
-const MOVE_COLS: &str = "agent, environment, action, version, previous, actor, reason, revision, at, previous_since, on_behalf_of, forced";
+const MOVE_COLS: &str = "agent, environment, action, version, previous, actor, reason, revision, at, previous_since, on_behalf_of, forced, weight";
 
 type MoveRow = (
     String,
@@ -289,6 +325,7 @@ type MoveRow = (
     Option<i64>,
     Option<String>,
     bool,
+    Option<i64>,
 );
 
 fn move_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MoveRow> {
@@ -305,6 +342,7 @@ fn move_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MoveRow> {
         r.get(9)?,
         r.get(10)?,
         r.get(11)?,
+        r.get(12)?,
     ))
 }
 
@@ -322,6 +360,7 @@ fn move_from(row: MoveRow) -> Result<Move> {
         previous_since,
         on_behalf_of,
         forced,
+        weight,
     ) = row;
     Ok(Move {
         agent: agent_name(agent)?,
@@ -333,6 +372,7 @@ fn move_from(row: MoveRow) -> Result<Move> {
         on_behalf_of,
         reason,
         forced,
+        weight: to_u32(weight),
         revision: revision as u64,
         at,
         previous_since,
@@ -371,7 +411,7 @@ fn admin_token_from(row: AdminTokenRow) -> Result<AdminTokenRecord> {
 }
 
 const TOKEN_COLS: &str =
-    "id, hash, agent, environment, name, created_at, expires_at, revoked_at, suspended_at";
+    "id, hash, agent, environment, name, created_at, expires_at, revoked_at, suspended_at, scopes";
 
 type TokenRow = (
     String,
@@ -383,6 +423,7 @@ type TokenRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    String,
 );
 
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
@@ -396,11 +437,13 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         r.get(6)?,
         r.get(7)?,
         r.get(8)?,
+        r.get(9)?,
     ))
 }
 
 fn token_from(row: TokenRow) -> Result<TokenRecord> {
-    let (id, hash, agent, env, name, created_at, expires_at, revoked_at, suspended_at) = row;
+    let (id, hash, agent, env, name, created_at, expires_at, revoked_at, suspended_at, scopes) =
+        row;
     Ok(TokenRecord {
         id,
         hash: hash
@@ -413,12 +456,21 @@ fn token_from(row: TokenRow) -> Result<TokenRecord> {
         expires_at,
         revoked_at,
         suspended_at,
+        scopes: super::scopes_from(&scopes),
     })
 }
 
 fn pointer_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Pointer> {
     let version: Option<i64> = r.get(at)?;
+    let canary: Option<String> = r.get(at + 6)?;
+    let canary = match canary {
+        Some(c) => Some(serde_json::from_str(&c).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(at + 6, rusqlite::types::Type::Text, e.into())
+        })?),
+        None => None,
+    };
     Ok(Pointer {
+        canary,
         version: to_u32(version),
         since: r.get(at + 1)?,
         revision: r.get::<_, i64>(at + 2)? as u64,
@@ -604,7 +656,7 @@ impl Tx for SqliteTx<'_> {
         let p = self
             .tx
             .prepare_cached(
-                "SELECT version, since, revision, undo_depth, undo_top, undo_next
+                "SELECT version, since, revision, undo_depth, undo_top, undo_next, canary
                  FROM pointers WHERE agent = ?1 AND environment = ?2",
             )
             .and_then(|mut s| {
@@ -622,7 +674,7 @@ impl Tx for SqliteTx<'_> {
         let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, pointer_from(r, 2)?));
         let convert = |(a, e, p): (String, String, Pointer)| Ok((agent_name(a)?, env_name(e)?, p));
         const COLS: &str =
-            "agent, environment, version, since, revision, undo_depth, undo_top, undo_next";
+            "agent, environment, version, since, revision, undo_depth, undo_top, undo_next, canary";
         match agent {
             Some(a) => self.collect(
                 &format!("SELECT {COLS} FROM pointers WHERE agent = ?1"),
@@ -674,8 +726,8 @@ impl Tx for SqliteTx<'_> {
         self.exec_cached(
             "INSERT INTO history (revision, agent, environment, action, version, previous,
                      previous_since, actor, reason, at, undo_depth, undo_top, undo_next,
-                     on_behalf_of, forced)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     on_behalf_of, forced, weight)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 mv.revision as i64,
                 mv.agent.as_str(),
@@ -691,18 +743,20 @@ impl Tx for SqliteTx<'_> {
                 p.undo.top,
                 p.undo.next as i64,
                 mv.on_behalf_of,
-                mv.forced
+                mv.forced,
+                mv.weight
             ],
         )
         .map_err(backend)?;
         self.exec_cached(
             "INSERT INTO pointers (agent, environment, version, since, revision,
-                     undo_depth, undo_top, undo_next)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     undo_depth, undo_top, undo_next, canary)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (agent, environment) DO UPDATE SET
                      version = excluded.version, since = excluded.since,
                      revision = excluded.revision, undo_depth = excluded.undo_depth,
-                     undo_top = excluded.undo_top, undo_next = excluded.undo_next",
+                     undo_top = excluded.undo_top, undo_next = excluded.undo_next,
+                     canary = excluded.canary",
             params![
                 mv.agent.as_str(),
                 mv.environment.as_str(),
@@ -711,11 +765,127 @@ impl Tx for SqliteTx<'_> {
                 p.revision as i64,
                 p.undo.depth,
                 p.undo.top,
-                p.undo.next as i64
+                p.undo.next as i64,
+                super::canary_json(p)?
             ],
         )
         .map_err(backend)?;
         Ok(())
+    }
+
+    fn release(
+        &mut self,
+        agent: &AgentName,
+        env: &EnvName,
+        version: u32,
+        revision: u64,
+    ) -> Result<()> {
+        self.exec_cached(
+            "INSERT INTO releases (agent, environment, version, revision) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (agent, environment, version) DO UPDATE SET revision = excluded.revision",
+            params![agent.as_str(), env.as_str(), version, revision as i64],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    fn releases(&mut self, agent: &AgentName, env: &EnvName) -> Result<Vec<(u32, u64)>> {
+        self.collect(
+            "SELECT version, revision FROM releases WHERE agent = ?1 AND environment = ?2",
+            [agent.as_str(), env.as_str()],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            |(v, rev)| Ok((u32::try_from(v).unwrap_or(0), rev as u64)),
+        )
+    }
+
+    fn served(&mut self, agent: &AgentName, env: &EnvName, limit: u32) -> Result<Vec<u32>> {
+        self.collect(
+            "SELECT version FROM history WHERE agent = ?1 AND environment = ?2
+                 AND version IS NOT NULL
+             GROUP BY version ORDER BY MAX(revision) DESC LIMIT ?3",
+            params![agent.as_str(), env.as_str(), limit],
+            |r| r.get::<_, i64>(0),
+            |v| u32::try_from(v).map_err(|e| corrupt("history version", e)),
+        )
+    }
+
+    fn policy(&mut self, agent: &AgentName, env: &EnvName) -> Result<Option<Policy>> {
+        self.one(
+            "SELECT policy FROM policies WHERE agent = ?1 AND environment = ?2",
+            [agent.as_str(), env.as_str()],
+            |r| r.get::<_, String>(0),
+            |p| serde_json::from_str(&p).map_err(|e| corrupt("policy", e)),
+        )
+    }
+
+    fn set_policy(&mut self, c: &PolicyChange) -> Result<()> {
+        let json = |p: &Policy| serde_json::to_string(p).map_err(|e| Error::Backend(e.to_string()));
+        let after = json(&c.after)?;
+        self.exec_cached(
+            "INSERT INTO policies (agent, environment, policy) VALUES (?1, ?2, ?3)
+             ON CONFLICT (agent, environment) DO UPDATE SET policy = excluded.policy",
+            params![c.agent.as_str(), c.environment.as_str(), after],
+        )
+        .map_err(backend)?;
+        self.exec_cached(
+            "INSERT INTO policy_history (revision, agent, environment, actor, at, before, after)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                c.revision as i64,
+                c.agent.as_str(),
+                c.environment.as_str(),
+                c.actor,
+                c.at,
+                json(&c.before)?,
+                after
+            ],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    fn policy_history(
+        &mut self,
+        agent: &AgentName,
+        env: &EnvName,
+        limit: u32,
+    ) -> Result<Vec<PolicyChange>> {
+        let (a, e) = (agent.clone(), env.clone());
+        self.collect(
+            "SELECT revision, actor, at, before, after FROM policy_history
+             WHERE agent = ?1 AND environment = ?2 ORDER BY revision DESC LIMIT ?3",
+            params![agent.as_str(), env.as_str(), limit],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            },
+            |(revision, actor, at, before, after)| {
+                let parse = |s: &str| serde_json::from_str(s).map_err(|e| corrupt("policy", e));
+                Ok(PolicyChange {
+                    agent: a.clone(),
+                    environment: e.clone(),
+                    actor,
+                    at,
+                    revision: revision as u64,
+                    before: parse(&before)?,
+                    after: parse(&after)?,
+                })
+            },
+        )
+    }
+
+    fn pin_key(&mut self) -> Result<Option<Vec<u8>>> {
+        self.one(
+            "SELECT value FROM settings WHERE key = 'pin_key'",
+            [],
+            |r| r.get::<_, Vec<u8>>(0),
+            Ok,
+        )
     }
 
     fn history(
@@ -743,7 +913,7 @@ impl Tx for SqliteTx<'_> {
     fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
         self.exec_cached(
             &format!(
-                "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
             ),
             params![
                 t.id,
@@ -754,7 +924,8 @@ impl Tx for SqliteTx<'_> {
                 t.created_at,
                 t.expires_at,
                 t.revoked_at,
-                t.suspended_at
+                t.suspended_at,
+                t.scopes.join(",")
             ],
         )
         .map_err(backend)?;

@@ -34,6 +34,8 @@ pub const STREAMS: &str = "switchyard_streams_in_flight";
 pub const CONNECTIONS: &str = "switchyard_client_connections";
 pub const OVERLOAD: &str = "switchyard_overload_rejections_total";
 pub const MOVES: &str = "switchyard_pointer_moves_total";
+pub const AUTO_ROLLBACKS: &str = "switchyard_auto_rollbacks_total";
+pub const PINNED: &str = "switchyard_pinned_requests_total";
 pub const APPLY_LAG: &str = "switchyard_store_apply_lag_seconds";
 pub const DEPLOYMENT_INFO: &str = "switchyard_deployment_info";
 pub const REVISION: &str = "switchyard_control_plane_revision";
@@ -117,7 +119,9 @@ pub struct Metrics {
     recorder: Option<PrometheusRecorder>,
     handle: Option<PrometheusHandle>,
     pub auth_failures: [Counter; 6],
-    pub moves: [Counter; 4],
+    pub moves: [Counter; 9],
+    /// Requests served by a pinned version, by kind ([`PIN_KINDS`]).
+    pub pinned: [Counter; 2],
     /// Requests and connections refused at a limit, by limit (see [`OVERLOAD_LIMITS`]).
     pub overload: [Counter; 2],
     /// From a change's commit (on any node) to its apply on this one, through the feed.
@@ -128,6 +132,9 @@ pub struct Metrics {
     /// The per-route series, counted per worker ([`shards`]); None when metrics are off.
     routes: Option<RouteRegistry>,
 }
+
+/// What pinned a request to its version: an evaluation pin or a session pin.
+pub const PIN_KINDS: [&str; 2] = ["evaluation", "session"];
 
 /// The limits whose refusals `switchyard_overload_rejections_total` counts.
 pub const OVERLOAD_LIMITS: [&str; 2] = ["connections", "requests"];
@@ -165,6 +172,7 @@ impl Metrics {
             handle: None,
             auth_failures: std::array::from_fn(|_| Counter::noop()),
             moves: std::array::from_fn(|_| Counter::noop()),
+            pinned: std::array::from_fn(|_| Counter::noop()),
             overload: std::array::from_fn(|_| Counter::noop()),
             apply_lag: Histogram::noop(),
             load: Load::new(workers),
@@ -230,17 +238,31 @@ impl Metrics {
             None,
             "Requests that found no eligible endpoint and tried every one, by agent and version.",
         );
+        describe(
+            'c',
+            AUTO_ROLLBACKS,
+            None,
+            "Rollbacks and canary aborts this node made by itself after a breach of the environment's policy.",
+        );
+        describe(
+            'c',
+            PINNED,
+            None,
+            "Requests served by the version a pin named, by kind (evaluation, session).",
+        );
         let handle = recorder.handle();
         let counter = |name: &'static str, l: &[(&'static str, &str)]| {
             recorder.register_counter(&Key::from_parts(name, labels(l)), &META)
         };
         let auth_failures = AUTH_REASONS.map(|r| counter(AUTH_FAILURES, &[("reason", r)]));
         let moves = Action::ALL.map(|a| counter(MOVES, &[("action", a.as_str())]));
+        let pinned = PIN_KINDS.map(|k| counter(PINNED, &[("kind", k)]));
         let overload = OVERLOAD_LIMITS.map(|l| counter(OVERLOAD, &[("limit", l)]));
         let apply_lag = recorder.register_histogram(&Key::from_static_name(APPLY_LAG), &META);
         Self {
             auth_failures,
             moves,
+            pinned,
             overload,
             apply_lag,
             load: Load::new(workers),
@@ -278,6 +300,14 @@ impl Metrics {
             }
         };
         r.register_counter(&Key::from_parts(name, l), &META)
+            .increment(1);
+    }
+
+    /// Counts an automatic rollback (or canary abort) this node committed.
+    pub fn auto_rollback(&self, agent: &str, environment: &str) {
+        let Some(r) = &self.recorder else { return };
+        let l = labels(&[("agent", agent), ("environment", environment)]);
+        r.register_counter(&Key::from_parts(AUTO_ROLLBACKS, l), &META)
             .increment(1);
     }
 

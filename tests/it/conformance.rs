@@ -386,6 +386,7 @@ async fn tokens_snapshot_and_change_feed() {
                 expires_at: None,
                 id: m.id.clone(),
                 hash: m.hash,
+                scopes: vec![],
             })
             .await
             .unwrap();
