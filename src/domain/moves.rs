@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 
 /// What a move did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     Deploy,
     Promote,

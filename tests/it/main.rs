@@ -3,6 +3,7 @@
 
 mod admin;
 mod attribution;
+mod canary;
 mod commit;
 mod conformance;
 mod desync;
