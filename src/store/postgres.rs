@@ -692,7 +692,7 @@ impl Tx for PgTx<'_> {
             &[
                 &mv.agent.as_str(),
                 &mv.environment.as_str(),
-                &version,
+                &p.version.map(i64::from),
                 &p.since,
                 &(p.revision as i64),
                 &depth,

@@ -812,3 +812,107 @@ async fn policies_are_for_admins_and_checked() {
     );
     g.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_assign_alike_and_roll_back_once() {
+    let _pg = PG_LOCK.read().await;
+    let Some(url) = postgres_db("canary::two_nodes_assign_alike_and_roll_back_once").await else {
+        return;
+    };
+    let a = TestGateway::builder().store(&url).start().await;
+    let b = TestGateway::builder().store(&url).start().await;
+    let good = echo_upstream("v1").await;
+    let (two, bad) = (echo_upstream("v2").await, flaky_upstream("v3").await);
+    a.agent_with_versions("bot", &[good, two, bad]).await;
+    a.deploy("bot", "staging", "v1").await;
+    let (token, _) = a.token("bot", "staging").await;
+    let auth = bearer(&token);
+    let (s, body) = canary(&a, json!({"version": "v2", "weight": 20})).await;
+    assert_eq!(s, 200, "{body}");
+    let c = client();
+    eventually("node b knows the canary", || {
+        let (c, u, auth) = (c.clone(), b.url("/"), auth.clone());
+        async move {
+            let mut seen = false;
+            for i in 0..50 {
+                let k = format!("k{i}");
+                let h = [
+                    ("authorization", auth.as_str()),
+                    ("x-switchyard-session", k.as_str()),
+                ];
+                seen |= served(&c, &u, &h).await.1.as_deref() == Some("v2");
+            }
+            seen
+        }
+    })
+    .await;
+    let keys: Vec<String> = (0..1000).map(|i| format!("fleet-{i}")).collect();
+    let on_a = split(&a.url("/"), &auth, &keys).await;
+    let on_b = split(&b.url("/"), &auth, &keys).await;
+    assert_eq!(on_a, on_b, "every node answers the same");
+    let share = on_a.values().filter(|v| *v == "v2").count();
+    assert!((150..=250).contains(&share), "{share} of 1000 at 20 %");
+
+    // both nodes watch a failing v3 under load: one rollback is recorded
+    let (s, body) = a
+        .post(
+            "/v1/agents/bot/environments/staging/canary/complete",
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = a
+        .admin(
+            http::Method::PUT,
+            "/v1/agents/bot/environments/staging/policy",
+            Some(json!({"auto_rollback": {"window_s": 2, "min_requests": 10, "max_error_rate": 0.2}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    a.deploy("bot", "staging", "v3").await;
+    eventually("node b serves v3", || {
+        let (u, auth) = (b.url("/"), auth.clone());
+        async move {
+            get(&u, &[("authorization", &auth)])
+                .await
+                .header("x-switchyard-version")
+                == Some("v3")
+        }
+    })
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loads: Vec<_> = [a.url("/"), b.url("/")]
+        .into_iter()
+        .map(|u| {
+            let (auth, stop) = (auth.clone(), Arc::clone(&stop));
+            tokio::spawn(
+                async move { steady_load(u, auth, 800, || stop.load(Ordering::Relaxed)).await },
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    loop {
+        let h = history(&a, "staging").await;
+        if h[0]["actor"] == "switchyard" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "no rollback: {h:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // let both nodes' watchers have their say, then count
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loads {
+        l.await.unwrap();
+    }
+    let h = history(&a, "staging").await;
+    let autos: Vec<&Value> = h.iter().filter(|e| e["actor"] == "switchyard").collect();
+    assert_eq!(autos.len(), 1, "{h:?}");
+    assert_eq!(autos[0]["action"], "auto_rollback");
+    assert_eq!(autos[0]["version"], "v2");
+    a.stop().await;
+    b.stop().await;
+}
