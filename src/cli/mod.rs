@@ -137,6 +137,56 @@ pub enum ClientCmd {
         #[command(flatten)]
         c: ClientOpts,
     },
+    /// Start a canary beside an environment's version or change its weight
+    /// (`canary AGENT ENV VERSION --weight W`); `canary complete AGENT ENV` makes it
+    /// the environment's version, `canary abort AGENT ENV` removes it.
+    Canary {
+        /// AGENT ENV VERSION, or complete|abort AGENT ENV.
+        #[arg(num_args = 3, value_names = ["AGENT", "ENV", "VERSION"])]
+        args: Vec<String>,
+        /// Percent of sessions (0-100, two decimals) the canary serves.
+        #[arg(long)]
+        weight: Option<f64>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        expected_revision: Option<u64>,
+        /// Show the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Start even if the version's endpoints do not answer the health gate.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Show an environment's policy, or change it: session affinity, stream drain,
+    /// automatic rollback (admin role).
+    Policy {
+        agent: String,
+        environment: String,
+        /// Sessions keep the version they started on (signed pins).
+        #[arg(long, conflicts_with = "follow")]
+        sticky: bool,
+        /// Every request follows the environment's pointer.
+        #[arg(long)]
+        follow: bool,
+        /// How long a session pin holds after its last use: 90s, 30m, 2h.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// How long streams of a version taken out go on: 60s, 5m.
+        #[arg(long)]
+        drain: Option<String>,
+        /// Roll back by itself on a breach:
+        /// window=30s,errors=5%,min=20,p99=800ms,bake=10m (each part optional).
+        #[arg(long, conflicts_with = "no_auto_rollback")]
+        auto_rollback: Option<String>,
+        /// Turn automatic rollback off.
+        #[arg(long)]
+        no_auto_rollback: bool,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
     /// Which version is live in each environment, since when, and its traffic.
     Status {
         agent: Option<String>,
@@ -244,6 +294,10 @@ pub enum TokenCmd {
         /// RFC 3339 time, e.g. 2030-01-01T00:00:00Z.
         #[arg(long)]
         expires_at: Option<String>,
+        /// What the token may do beyond its environment: pin (send
+        /// x-switchyard-pin-version). Repeat for several.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
     },
     /// List the tokens of an environment (never their secrets).
     List { agent: String, environment: String },
@@ -279,6 +333,8 @@ impl ClientCmd {
             | Self::Promote { c, .. }
             | Self::Rollback { c, .. }
             | Self::Undeploy { c, .. }
+            | Self::Canary { c, .. }
+            | Self::Policy { c, .. }
             | Self::Status { c, .. }
             | Self::History { c, .. }
             | Self::Diff { c, .. }
@@ -323,6 +379,8 @@ async fn dispatch(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Result<(
         | C::Promote { .. }
         | C::Rollback { .. }
         | C::Undeploy { .. }
+        | C::Canary { .. }
+        | C::Policy { .. }
         | C::Status { .. }
         | C::History { .. } => moves::run(cmd, c, api).await,
         C::Token { .. } | C::AdminToken { .. } | C::Whoami { .. } => tokens::run(cmd, c, api).await,

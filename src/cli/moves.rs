@@ -1,4 +1,5 @@
-//! Pointer moves (deploy, promote, rollback, undeploy), status and history.
+//! Pointer moves (deploy, promote, rollback, undeploy, canaries), policies, status
+//! and history.
 
 use super::http::AdminClient;
 use super::output::{cell, print_json, show, table};
@@ -113,6 +114,92 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
             };
             do_move(api, c, m, body).await?;
         }
+        ClientCmd::Canary {
+            ref args,
+            weight,
+            ref reason,
+            expected_revision,
+            dry_run,
+            force,
+            ..
+        } => {
+            let mut body = with_common(json!({}), reason, expected_revision, dry_run);
+            let (agent, env, op, what) = match args.first().map(String::as_str) {
+                Some(op @ ("complete" | "abort")) => {
+                    if weight.is_some() {
+                        bail!("--weight is for starting a canary or changing its weight");
+                    }
+                    let what = if op == "complete" {
+                        "Complete the canary".to_owned()
+                    } else {
+                        "Abort the canary".to_owned()
+                    };
+                    (&args[1], &args[2], format!("canary/{op}"), what)
+                }
+                _ => {
+                    let w = weight
+                        .ok_or_else(|| anyhow!("give the canary's share: --weight PERCENT"))?;
+                    body["version"] = json!(args[2]);
+                    body["weight"] = json!(w);
+                    let what = format!("Canary {} at {w} %", args[2]);
+                    (&args[0], &args[1], "canary".to_owned(), what)
+                }
+            };
+            if force {
+                body["force"] = json!(true);
+            }
+            let m = MoveCall {
+                agent,
+                env,
+                op: &op,
+                target_env: env,
+                what,
+            };
+            do_move(api, c, m, body).await?;
+        }
+        ClientCmd::Policy {
+            ref agent,
+            ref environment,
+            sticky,
+            follow,
+            ref ttl,
+            ref drain,
+            ref auto_rollback,
+            no_auto_rollback,
+            ..
+        } => {
+            let path = format!("/v1/agents/{agent}/environments/{environment}/policy");
+            let mut patch = serde_json::Map::new();
+            if sticky {
+                patch.insert("session_affinity".into(), json!("sticky"));
+            }
+            if follow {
+                patch.insert("session_affinity".into(), json!("follow"));
+            }
+            if let Some(t) = ttl {
+                patch.insert("session_ttl_s".into(), json!(seconds("--ttl", t)?));
+            }
+            if let Some(d) = drain {
+                patch.insert("stream_drain_s".into(), json!(seconds("--drain", d)?));
+            }
+            if let Some(a) = auto_rollback {
+                patch.insert("auto_rollback".into(), auto_rollback_spec(a)?);
+            }
+            if no_auto_rollback {
+                patch.insert("auto_rollback".into(), Value::Null);
+            }
+            let v = if patch.is_empty() {
+                api.get(&path).await?
+            } else {
+                api.call(Method::PUT, &path, Some(Value::Object(patch)))
+                    .await?
+            };
+            if c.json {
+                print_json(&v);
+            } else {
+                print!("{}", policy_text(&v));
+            }
+        }
         ClientCmd::Status {
             agent, interval, ..
         } => {
@@ -167,6 +254,8 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                             format!("{:.1}", rate(i, e, "requests")),
                             format!("{:.1}", rate(i, e, "errors")),
                             endpoints_cell(&s["endpoints"][e]),
+                            canary_cell(&p["canary"]),
+                            bake_cell(&p["bake"]),
                         ]);
                     }
                 }
@@ -181,7 +270,9 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                             "REVISION",
                             "REQ/S",
                             "5XX/S",
-                            "ENDPOINTS"
+                            "ENDPOINTS",
+                            "CANARY",
+                            "BAKE"
                         ],
                         &rows
                     )
@@ -264,6 +355,133 @@ fn plan_text(agent: &str, p: &Value) -> String {
         )
     };
     s.push_str(&format!("candidate health: {health}\n"));
+    s
+}
+
+/// `v2 10%`, or `-` without a canary.
+fn canary_cell(c: &Value) -> String {
+    if c.is_null() {
+        return "-".into();
+    }
+    format!("{} {}%", cell(&c["version"]), cell(&c["weight"]))
+}
+
+/// `v2 until 12:40:00Z (3/120 errors)` while a version is under watch, else `-`.
+fn bake_cell(b: &Value) -> String {
+    if b.is_null() {
+        return "-".into();
+    }
+    let until = b["until"].as_str().unwrap_or("-");
+    let clock = until.split('T').nth(1).unwrap_or(until);
+    format!(
+        "{} until {} ({}/{} errors in {} s)",
+        cell(&b["version"]),
+        clock.split('.').next().unwrap_or(clock),
+        cell(&b["window"]["errors"]),
+        cell(&b["window"]["requests"]),
+        cell(&b["window"]["seconds"])
+    )
+}
+
+/// A duration as seconds: `90`, `90s`, `30m`, `2h`, `1d`.
+fn seconds(flag: &str, s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("{flag}: {s:?} is not a duration like 90s, 30m or 2h"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("{flag}: unknown unit {unit:?}; use s, m, h or d"),
+    };
+    Ok(n * mult)
+}
+
+/// `window=30s,errors=5%,min=20,p99=800ms,bake=10m` as the policy's `auto_rollback`.
+fn auto_rollback_spec(s: &str) -> Result<Value> {
+    let mut v = serde_json::Map::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, val) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--auto-rollback: {part:?} is not key=value"))?;
+        match k {
+            "window" => {
+                v.insert(
+                    "window_s".into(),
+                    json!(seconds("--auto-rollback window", val)?),
+                );
+            }
+            "bake" => {
+                v.insert(
+                    "bake_s".into(),
+                    json!(seconds("--auto-rollback bake", val)?),
+                );
+            }
+            "min" => {
+                let n: u64 = val
+                    .parse()
+                    .map_err(|_| anyhow!("--auto-rollback min: a number of requests"))?;
+                v.insert("min_requests".into(), json!(n));
+            }
+            "errors" => {
+                let pct: f64 = val
+                    .trim_end_matches('%')
+                    .parse()
+                    .map_err(|_| anyhow!("--auto-rollback errors: a percentage like 5%"))?;
+                v.insert("max_error_rate".into(), json!(pct / 100.0));
+            }
+            "p99" => {
+                let ms = match val.strip_suffix("ms") {
+                    Some(n) => n.parse::<u64>().ok(),
+                    None => seconds("--auto-rollback p99", val).ok().map(|s| s * 1000),
+                }
+                .ok_or_else(|| anyhow!("--auto-rollback p99: a time like 800ms or 2s"))?;
+                v.insert("max_ttfb_p99_ms".into(), json!(ms));
+            }
+            _ => bail!("--auto-rollback: unknown key {k:?}; use window, errors, min, p99, bake"),
+        }
+    }
+    Ok(Value::Object(v))
+}
+
+/// A policy for a person.
+fn policy_text(p: &Value) -> String {
+    let mut s = format!(
+        "session affinity: {} (pins hold {} s after their last use)
+stream drain: {} s
+",
+        cell(&p["session_affinity"]),
+        cell(&p["session_ttl_s"]),
+        cell(&p["stream_drain_s"])
+    );
+    let a = &p["auto_rollback"];
+    if a.is_null() {
+        s.push_str(
+            "automatic rollback: off
+",
+        );
+    } else {
+        let rate = a["max_error_rate"].as_f64().unwrap_or(0.0) * 100.0;
+        s.push_str(&format!(
+            "automatic rollback: error rate over {rate}% with at least {} requests in {} s, for {} s after each forward move",
+            cell(&a["min_requests"]),
+            cell(&a["window_s"]),
+            cell(&a["bake_s"])
+        ));
+        if !a["max_ttfb_p99_ms"].is_null() {
+            s.push_str(&format!(
+                ", or first-byte p99 over {} ms",
+                cell(&a["max_ttfb_p99_ms"])
+            ));
+        }
+        s.push('\n');
+    }
     s
 }
 
@@ -389,8 +607,24 @@ fn with_common(
 
 #[cfg(test)]
 mod tests {
-    use super::endpoints_cell;
+    use super::{auto_rollback_spec, endpoints_cell, seconds};
     use serde_json::json;
+
+    #[test]
+    fn durations_and_rollback_specs_parse() {
+        assert_eq!(seconds("t", "90").unwrap(), 90);
+        assert_eq!(seconds("t", "30m").unwrap(), 1800);
+        assert_eq!(seconds("t", "2h").unwrap(), 7200);
+        assert!(seconds("t", "2w").is_err());
+        assert!(seconds("t", "m").is_err());
+        assert_eq!(
+            auto_rollback_spec("window=30s,errors=5%,min=20,p99=800ms,bake=10m").unwrap(),
+            json!({"window_s": 30, "max_error_rate": 0.05, "min_requests": 20, "max_ttfb_p99_ms": 800, "bake_s": 600})
+        );
+        assert_eq!(auto_rollback_spec("").unwrap(), json!({}));
+        assert!(auto_rollback_spec("errors").is_err());
+        assert!(auto_rollback_spec("speed=3").is_err());
+    }
 
     #[test]
     fn endpoint_health_reads_as_up_of_total_with_the_ones_out() {

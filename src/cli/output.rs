@@ -87,8 +87,12 @@ pub fn show(c: &ClientOpts, v: &Value, key: &str, columns: &[(&str, &str)]) {
 }
 
 pub fn move_line(v: &Value) -> String {
+    let weight = match v["weight"].as_f64() {
+        Some(w) => format!(" at {w} %"),
+        None => String::new(),
+    };
     format!(
-        "{} {}/{}: {} → {} (revision {})",
+        "{} {}/{}: {} → {}{weight} (revision {})",
         cell(&v["action"]),
         cell(&v["agent"]),
         cell(&v["environment"]),

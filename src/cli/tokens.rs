@@ -19,12 +19,13 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                 environment,
                 name,
                 expires_at,
+                scopes,
             } => {
                 let v = api
                     .call(
                         Method::POST,
                         &format!("/v1/agents/{agent}/environments/{environment}/tokens"),
-                        Some(json!({"name": name, "expires_at": expires_at})),
+                        Some(json!({"name": name, "expires_at": expires_at, "scopes": scopes})),
                     )
                     .await?;
                 if c.json {
@@ -54,6 +55,7 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                         ("EXPIRES", "expires_at"),
                         ("REVOKED", "revoked_at"),
                         ("SUSPENDED", "suspended_at"),
+                        ("SCOPES", "scopes"),
                     ],
                 );
             }
