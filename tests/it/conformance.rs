@@ -469,3 +469,171 @@ async fn tokens_snapshot_and_change_feed() {
         }
     }
 }
+
+/// The route change of (bot, staging) among a command's changes.
+fn extra_of(changes: &[Change]) -> switchyard::domain::RouteExtra {
+    changes
+        .iter()
+        .find_map(|c| match c {
+            Change::Route { extra: Some(e), .. } => Some((**e).clone()),
+            _ => None,
+        })
+        .expect("a route change with its extra state")
+}
+
+#[tokio::test]
+async fn canaries_releases_policies_and_scopes_in_every_store() {
+    let _pg = PG_LOCK.read().await;
+    for (name, s, _url, _dir) in stores("conformance::canaries_releases_policies_and_scopes").await
+    {
+        setup(&s, "bot", 3).await;
+        s.execute(deploy("bot", "staging", 1)).await.unwrap();
+        let canary = |w: u32| {
+            mv(
+                "bot",
+                "staging",
+                MoveKind::Canary {
+                    version: VersionRef {
+                        agent: None,
+                        number: 2,
+                    },
+                    weight: w,
+                },
+            )
+        };
+        let started = s.execute(canary(1000)).await.unwrap();
+        let e = extra_of(&started.changes);
+        let (c, v) = e.canary.clone().expect("the canary");
+        assert_eq!((c.version, c.weight, v.number), (2, 1000, 2), "{name}");
+        assert_eq!(c.start_revision, started.revision, "{name}");
+        assert_eq!(
+            e.forward.map(|f| f.1),
+            Some(2),
+            "{name}: a canary start is watched"
+        );
+        let grown = s.execute(canary(5000)).await.unwrap();
+        let c2 = extra_of(&grown.changes).canary.unwrap().0;
+        assert_eq!(
+            (c2.weight, c2.start_revision),
+            (5000, c.start_revision),
+            "{name}"
+        );
+        // the pointer's own version did not move
+        let d = s.deployment(agent("bot")).await.unwrap();
+        let p = d
+            .environments
+            .iter()
+            .find(|(e, _)| e.as_str() == "staging")
+            .unwrap()
+            .1;
+        assert_eq!(
+            (p.version, p.canary.map(|c| c.version)),
+            (Some(1), Some(2)),
+            "{name}"
+        );
+        let blocked = s.execute(deploy("bot", "staging", 3)).await.unwrap_err();
+        assert!(
+            matches!(blocked, Error::Domain(DomainError::CanaryOpen { .. })),
+            "{name}"
+        );
+        let aborted = s.execute(rollback("bot", "staging")).await.unwrap();
+        let Outcome::Move(m) = &aborted.outcome else {
+            panic!()
+        };
+        assert_eq!(
+            (m.action.as_str(), m.version),
+            ("canary_abort", Some(2)),
+            "{name}"
+        );
+        let e = extra_of(&aborted.changes);
+        assert!(e.canary.is_none(), "{name}");
+        let pins: Vec<(u32, u64)> = e.pinnable.iter().map(|(v, r)| (v.number, *r)).collect();
+        assert_eq!(
+            pins,
+            [(2, aborted.revision), (1, 0)],
+            "{name}: v2 released by the abort"
+        );
+
+        // policies merge, are audited, and reach the route
+        let patch: switchyard::domain::PolicyPatch =
+            serde_json::from_str(r#"{"session_affinity":"sticky","auto_rollback":{"window_s":5}}"#)
+                .unwrap();
+        let set = s
+            .execute(Command::SetPolicy {
+                agent: agent("bot"),
+                environment: env("staging"),
+                patch,
+                actor: "ops".into(),
+            })
+            .await
+            .unwrap();
+        let e = extra_of(&set.changes);
+        assert_eq!(
+            e.policy.session_affinity,
+            switchyard::domain::Affinity::Sticky,
+            "{name}"
+        );
+        let p = s.policy(agent("bot"), env("staging")).await.unwrap();
+        assert_eq!(p.auto_rollback.unwrap().window_s, 5, "{name}");
+        let h = s
+            .policy_history(agent("bot"), env("staging"), 10)
+            .await
+            .unwrap();
+        assert_eq!((h.len(), h[0].actor.as_str()), (1, "ops"), "{name}");
+        assert_eq!(h[0].before, switchyard::domain::Policy::default(), "{name}");
+
+        // a stop releases the version in every environment
+        let stopped = s
+            .execute(Command::SetVersionState {
+                agent: agent("bot"),
+                version: VersionRef {
+                    agent: None,
+                    number: 1,
+                },
+                state: VersionState::Stopped,
+            })
+            .await
+            .unwrap();
+        let e = extra_of(&stopped.changes);
+        assert!(
+            e.pinnable.iter().all(|(v, _)| v.number != 1),
+            "{name}: stopped versions take no pins"
+        );
+
+        // scopes round-trip; an unknown one is refused
+        let m = mint().unwrap();
+        let t = s
+            .execute(Command::CreateToken {
+                agent: agent("bot"),
+                environment: env("staging"),
+                name: String::new(),
+                expires_at: None,
+                id: m.id,
+                hash: m.hash,
+                scopes: vec!["pin".into(), "pin".into()],
+            })
+            .await
+            .unwrap();
+        let Outcome::Token(t) = t.outcome else {
+            panic!()
+        };
+        assert_eq!(t.scopes, ["pin"], "{name}");
+        let listed = s.tokens(agent("bot"), env("staging")).await.unwrap();
+        assert_eq!(listed[0].scopes, ["pin"], "{name}");
+        let m = mint().unwrap();
+        let bad = s
+            .execute(Command::CreateToken {
+                agent: agent("bot"),
+                environment: env("staging"),
+                name: String::new(),
+                expires_at: None,
+                id: m.id,
+                hash: m.hash,
+                scopes: vec!["admin".into()],
+            })
+            .await;
+        assert!(bad.is_err(), "{name}");
+        let snap = s.snapshot().await.unwrap();
+        assert_eq!(snap.pin_key.map(|k| k.len()), Some(32), "{name}");
+    }
+}
