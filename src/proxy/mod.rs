@@ -428,7 +428,7 @@ impl Proxy {
         let (agent_header, environment_header) =
             (slot.agent_header.clone(), slot.environment_header.clone());
         let route_metrics = route.metrics_of(trace.which, self.table.metrics(), &slot);
-        trace.slot = Some(Arc::clone(&slot));
+        trace.slot = Some(slot);
         trace.route = Some(Arc::clone(&route));
         let target = route.served(trace.which).ok_or(ProxyError::NotDeployed)?;
         if target.stopped {

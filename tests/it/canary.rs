@@ -660,6 +660,9 @@ async fn a_failing_version_is_rolled_back_by_the_gateway_within_its_window() {
     let took = deployed.elapsed();
     assert!(took <= deadline, "rolled back after {took:?}");
     let (sent, errors) = load.await.unwrap();
+    eprintln!(
+        "auto-rollback: {took:?} after the deploy; clients saw {errors} errors in {sent} requests"
+    );
     assert_eq!(entry["actor"], "switchyard");
     assert_eq!(
         (entry["version"].as_str(), entry["previous"].as_str()),
