@@ -560,7 +560,7 @@ async fn evaluation_pins_need_the_scope_and_a_version_that_served() {
 }
 
 /// An upstream that answers 500 to every other request, labelled `label`.
-async fn flaky_upstream(label: &'static str) -> SocketAddr {
+pub(crate) async fn flaky_upstream(label: &'static str) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let n = Arc::new(AtomicU64::new(0));
