@@ -28,6 +28,13 @@ struct Cli {
 enum Cmd {
     /// Run the gateway.
     Serve(ServeArgs),
+    /// Print a shell completion script: `switchyard completions bash > /etc/bash_completion.d/switchyard`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `switchyard man > switchyard.1`.
+    Man,
     #[command(flatten)]
     Client(ClientCmd),
 }
@@ -37,17 +44,22 @@ struct ServeArgs {
     /// Config file (default config/switchyard.toml when it exists).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Client traffic address (HOST:PORT), overriding `listen` of the config.
     #[arg(long)]
     listen: Option<String>,
+    /// Admin API and /metrics address (HOST:PORT), overriding `admin_listen`.
     #[arg(long)]
     admin_listen: Option<String>,
     /// sqlite://PATH or postgres://…
     #[arg(long)]
     store: Option<String>,
+    /// Client traffic over TLS on this address too (needs --tls-cert and --tls-key).
     #[arg(long)]
     tls_listen: Option<String>,
+    /// PEM certificate chain for --tls-listen.
     #[arg(long)]
     tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-listen.
     #[arg(long)]
     tls_key: Option<PathBuf>,
     /// Start the bundled demo agent and its two upstreams.
@@ -62,6 +74,20 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Serve(args) => serve(args),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            // into memory first: the generator panics on a write error (a closed pipe)
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "switchyard", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .context("writing the completion script")
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the manual page")
+        }
         Cmd::Client(cmd) => switchyard::cli::run(cmd),
     };
     if let Err(e) = result {
@@ -139,4 +165,56 @@ fn serve(args: ServeArgs) -> Result<()> {
         run(gw, Listeners { client, admin, tls }, shutdown_signal()).await?;
         Ok::<_, anyhow::Error>(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every subcommand says what it is for.
+    #[test]
+    fn every_argument_has_a_help_line() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if matches!(
+                    a.get_action(),
+                    clap::ArgAction::Help
+                        | clap::ArgAction::HelpShort
+                        | clap::ArgAction::HelpLong
+                        | clap::ArgAction::Version
+                ) {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "switchyard", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    #[test]
+    fn completions_and_the_manual_page_render() {
+        let mut out = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "switchyard",
+            &mut out,
+        );
+        let bash = String::from_utf8(out).unwrap();
+        assert!(bash.contains("canary") && bash.contains("--auto-rollback"));
+        let mut man = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut man)
+            .unwrap();
+        assert!(String::from_utf8(man).unwrap().contains(".TH switchyard"));
+    }
 }

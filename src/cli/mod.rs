@@ -66,11 +66,16 @@ pub enum ClientCmd {
     },
     /// Point an environment at a version.
     Deploy {
+        /// The agent's name.
         agent: String,
+        /// The environment (a stage of the pipeline).
         environment: String,
+        /// The version (vN).
         version: String,
+        /// Why, kept in the history.
         #[arg(long)]
         reason: Option<String>,
+        /// Refuse the move unless the environment is still at this revision.
         #[arg(long)]
         expected_revision: Option<u64>,
         /// Show the plan (what would move, whether it would be allowed) and change
@@ -86,12 +91,17 @@ pub enum ClientCmd {
     },
     /// Move the version live in an environment to the next stage (or --to).
     Promote {
+        /// The agent's name.
         agent: String,
+        /// The environment (a stage of the pipeline).
         environment: String,
+        /// The environment to promote into (default: the next stage).
         #[arg(long)]
         to: Option<String>,
+        /// Why, kept in the history.
         #[arg(long)]
         reason: Option<String>,
+        /// Refuse the move unless the environment is still at this revision.
         #[arg(long)]
         expected_revision: Option<u64>,
         /// Show the plan (what would move, whether it would be allowed) and change
@@ -107,12 +117,17 @@ pub enum ClientCmd {
     },
     /// Return an environment to the version before its last forward move (or --to).
     Rollback {
+        /// The agent's name.
         agent: String,
+        /// The environment (a stage of the pipeline).
         environment: String,
+        /// A version that served the environment before (default: the one before the last forward move).
         #[arg(long = "to")]
         to_version: Option<String>,
+        /// Why, kept in the history.
         #[arg(long)]
         reason: Option<String>,
+        /// Refuse the move unless the environment is still at this revision.
         #[arg(long)]
         expected_revision: Option<u64>,
         /// Show the plan (what would move, whether it would be allowed) and change
@@ -124,10 +139,14 @@ pub enum ClientCmd {
     },
     /// Empty an environment: it serves 503 not_deployed until the next deploy.
     Undeploy {
+        /// The agent's name.
         agent: String,
+        /// The environment (a stage of the pipeline).
         environment: String,
+        /// Why, kept in the history.
         #[arg(long)]
         reason: Option<String>,
+        /// Refuse the move unless the environment is still at this revision.
         #[arg(long)]
         expected_revision: Option<u64>,
         /// Show the plan (what would move, whether it would be allowed) and change
@@ -147,8 +166,10 @@ pub enum ClientCmd {
         /// Percent of sessions (0-100, two decimals) the canary serves.
         #[arg(long)]
         weight: Option<f64>,
+        /// Why, kept in the history.
         #[arg(long)]
         reason: Option<String>,
+        /// Refuse the move unless the environment is still at this revision.
         #[arg(long)]
         expected_revision: Option<u64>,
         /// Show the plan and change nothing.
@@ -163,7 +184,9 @@ pub enum ClientCmd {
     /// Show an environment's policy, or change it: session affinity, stream drain,
     /// automatic rollback (admin role).
     Policy {
+        /// The agent's name.
         agent: String,
+        /// The environment (a stage of the pipeline).
         environment: String,
         /// Sessions keep the version they started on (signed pins).
         #[arg(long, conflicts_with = "follow")]
@@ -189,6 +212,7 @@ pub enum ClientCmd {
     },
     /// Which version is live in each environment, since when, and its traffic.
     Status {
+        /// The agent's name.
         agent: Option<String>,
         /// Seconds between the two samples the request and error rates come from.
         #[arg(long, default_value_t = 1.0)]
@@ -198,8 +222,11 @@ pub enum ClientCmd {
     },
     /// The moves of one environment, newest first.
     History {
+        /// The agent's name.
         agent: String,
+        /// The environment (a stage of the pipeline).
         environment: String,
+        /// How many entries, newest first.
         #[arg(long, default_value_t = 20)]
         limit: u32,
         #[command(flatten)]
@@ -207,8 +234,11 @@ pub enum ClientCmd {
     },
     /// Compare two versions field by field.
     Diff {
+        /// The agent's name.
         agent: String,
+        /// The version compared from (vN).
         from: String,
+        /// The version compared to (vN).
         to: String,
         #[command(flatten)]
         c: ClientOpts,
@@ -222,14 +252,18 @@ pub enum ClientCmd {
     },
     /// Stop a version: environments pointing at it answer 503 version_stopped.
     Stop {
+        /// The agent's name.
         agent: String,
+        /// The version (vN).
         version: String,
         #[command(flatten)]
         c: ClientOpts,
     },
     /// Start a stopped version again.
     Start {
+        /// The agent's name.
         agent: String,
+        /// The version (vN).
         version: String,
         #[command(flatten)]
         c: ClientOpts,
@@ -257,7 +291,9 @@ pub enum ClientCmd {
 pub enum AgentsCmd {
     /// Create an agent.
     Create {
+        /// A name for it.
         name: String,
+        /// A line saying what it is.
         #[arg(long)]
         description: Option<String>,
     },
@@ -266,11 +302,20 @@ pub enum AgentsCmd {
 #[derive(Subcommand)]
 pub enum VersionsCmd {
     /// List the versions of an agent.
-    List { agent: String },
+    List {
+        /// The agent's name.
+        agent: String,
+    },
     /// Show one version.
-    Show { agent: String, version: String },
+    Show {
+        /// The agent's name.
+        agent: String,
+        /// The version (vN).
+        version: String,
+    },
     /// Publish a new immutable version.
     Create {
+        /// The agent's name.
         agent: String,
         /// Upstream URL (http://host:port); repeat for several.
         #[arg(long = "upstream", required = true)]
@@ -278,6 +323,7 @@ pub enum VersionsCmd {
         /// Config document: JSON text, or @FILE.
         #[arg(long)]
         config: Option<String>,
+        /// A line saying what it is.
         #[arg(long)]
         description: Option<String>,
     },
@@ -287,8 +333,11 @@ pub enum VersionsCmd {
 pub enum TokenCmd {
     /// Mint a token for one agent in one environment; the secret is shown once.
     Create {
+        /// The agent's name.
         agent: String,
+        /// The environment (a stage of the pipeline).
         environment: String,
+        /// A name for it.
         #[arg(long)]
         name: Option<String>,
         /// RFC 3339 time, e.g. 2030-01-01T00:00:00Z.
@@ -300,19 +349,34 @@ pub enum TokenCmd {
         scopes: Vec<String>,
     },
     /// List the tokens of an environment (never their secrets).
-    List { agent: String, environment: String },
+    List {
+        /// The agent's name.
+        agent: String,
+        /// The environment (a stage of the pipeline).
+        environment: String,
+    },
     /// Revoke a token; it stops working for the next request.
-    Revoke { id: String },
+    Revoke {
+        /// Its id (as listed).
+        id: String,
+    },
     /// Suspend a token: it answers 403 token_suspended until resumed.
-    Suspend { id: String },
+    Suspend {
+        /// Its id (as listed).
+        id: String,
+    },
     /// Resume a suspended token.
-    Resume { id: String },
+    Resume {
+        /// Its id (as listed).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum AdminTokenCmd {
     /// Mint a named admin token with a role; the secret is shown once.
     Create {
+        /// A name for it.
         name: String,
         /// viewer (every read), deployer (reads and moves), admin (everything).
         #[arg(long)]
@@ -321,7 +385,10 @@ pub enum AdminTokenCmd {
     /// List the admin tokens (never their secrets).
     List,
     /// Revoke an admin token; it stops working for the next call on every node.
-    Revoke { id: String },
+    Revoke {
+        /// Its id (as listed).
+        id: String,
+    },
 }
 
 impl ClientCmd {
