@@ -13,7 +13,7 @@
 //! * **Bakes** count outcomes in one-second buckets of atomics ([`Bake`]); a
 //!   background task reads them ([`crate::admin::autoroll`]).
 
-use crate::domain::{now_ms, AutoRollback, Millis};
+use crate::domain::{AutoRollback, Millis};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Which of a route's targets served a request.
@@ -272,11 +272,6 @@ impl Bake {
         }
         None
     }
-}
-
-/// The current time for bakes (one clock read, only on routes with a bake).
-pub fn now() -> Millis {
-    now_ms()
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
             let mut changes = Vec::new();
             for (agent, environment, _) in tx.pointers(Some(&agent))? {
                 if p.get(environment.as_str()).is_ok() {
-                    changes.push(route_change(tx, p, agent, environment, revision)?);
+                    changes.push(route_change(tx, agent, environment, revision)?);
                 }
             }
             Ok(Applied {
@@ -271,7 +271,7 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
                 before,
                 after,
             })?;
-            let change = route_change(tx, p, agent, environment, revision)?;
+            let change = route_change(tx, agent, environment, revision)?;
             Ok(Applied {
                 outcome: Outcome::Policy(after),
                 revision,
@@ -680,7 +680,7 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
     for v in releases {
         tx.release(&req.agent, &target_env.name, v, revision)?;
     }
-    let change = route_change(tx, p, req.agent, target_env.name, revision)?;
+    let change = route_change(tx, req.agent, target_env.name, revision)?;
     Ok(Applied {
         outcome: Outcome::Move(mv),
         revision,
@@ -692,12 +692,10 @@ fn execute_move(tx: &mut dyn Tx, p: &Pipeline, req: MoveRequest, now: Millis) ->
 /// versions pins may name, the policy and the last forward move.
 pub fn route_change(
     tx: &mut dyn Tx,
-    p: &Pipeline,
     agent: AgentName,
     environment: EnvName,
     revision: u64,
 ) -> Result<Change> {
-    let _ = p;
     let ptr = tx.pointer(&agent, &environment)?;
     let version = match ptr.version {
         Some(n) => tx.version(&agent, n)?,
@@ -756,7 +754,7 @@ pub fn snapshot(tx: &mut dyn Tx, p: &Pipeline) -> Result<Snapshot> {
         if p.get(environment.as_str()).is_err() {
             continue; // an environment since removed from the config serves nothing
         }
-        changes.push(route_change(tx, p, agent, environment, ptr.revision)?);
+        changes.push(route_change(tx, agent, environment, ptr.revision)?);
     }
     for t in tx.tokens(None)? {
         changes.push(Change::Token(t));
@@ -808,7 +806,7 @@ pub fn changes_since(tx: &mut dyn Tx, p: &Pipeline, after: u64) -> Result<FeedRe
                 if p.get(environment.as_str()).is_err() {
                     continue;
                 }
-                changes.push(route_change(tx, p, agent, environment, e.revision)?);
+                changes.push(route_change(tx, agent, environment, e.revision)?);
             }
             EventKey::Token { id } => {
                 if let Some(t) = tx.token(&id)? {
