@@ -55,6 +55,8 @@ fn main() {
             (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
         );
         table.apply(&Change::Token(TokenRecord {
+            created_by: String::new(),
+            last_used_at: None,
             id: format!("tok_{i:016x}"),
             agent,
             environment: env.clone(),

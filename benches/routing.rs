@@ -51,6 +51,8 @@ fn build(n: usize) -> (RoutingTable, Vec<Secret>, Vec<(AgentName, EnvName)>) {
         );
         let (agent, env) = &slots[i % slots.len()];
         table.apply(&Change::Token(TokenRecord {
+            created_by: String::new(),
+            last_used_at: None,
             id: format!("tok_{i}"),
             agent: agent.clone(),
             environment: env.clone(),

@@ -3,6 +3,7 @@
 //! messages. Errors carry the setting they concern.
 
 use crate::config::Config;
+use crate::sealing::SecretKey;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,43 @@ pub fn resolve_admin_token(cfg: &Config) -> Result<(String, Option<PathBuf>)> {
     write_private(&file, &token)
         .with_context(|| format!("cannot write the admin token to {}", file.display()))?;
     Ok((token, Some(file)))
+}
+
+/// The key that seals secrets: `SWITCHYARD_SECRET_KEY`, else a key file next to the
+/// SQLite database (generated on first start, mode 0600); None for a PostgreSQL store
+/// without the variable (secrets cannot be set there until it is given).
+pub fn resolve_secret_key(cfg: &Config) -> Result<Option<(SecretKey, Option<PathBuf>)>> {
+    if let Ok(t) = std::env::var("SWITCHYARD_SECRET_KEY") {
+        if !t.trim().is_empty() {
+            let k =
+                SecretKey::from_base64(&t).map_err(|e| anyhow!("SWITCHYARD_SECRET_KEY: {e}"))?;
+            return Ok(Some((k, None)));
+        }
+    }
+    let Some(db) = cfg.store.strip_prefix("sqlite://") else {
+        return Ok(None);
+    };
+    let dir = Path::new(db)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file = dir.join("secret.key");
+    match std::fs::read_to_string(&file) {
+        Ok(t) => {
+            let k = SecretKey::from_base64(&t)
+                .map_err(|e| anyhow!("secret key file {}: {e}", file.display()))?;
+            return Ok(Some((k, Some(file))));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("secret key file {}: {e}", file.display()),
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("store: cannot create {}", dir.display()))?;
+    let text = SecretKey::generate().map_err(|e| anyhow!("{e}"))?;
+    write_private(&file, &text)
+        .with_context(|| format!("cannot write the secret key to {}", file.display()))?;
+    let k = SecretKey::from_base64(&text).map_err(|e| anyhow!("{e}"))?;
+    Ok(Some((k, Some(file))))
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

@@ -166,6 +166,7 @@ pub async fn seed(store: &Store, ports: [u16; 2]) -> Result<String, Error> {
     let applied = store
         .execute(Command::CreateToken {
             scopes: vec![],
+            created_by: "demo".into(),
             agent,
             environment: env,
             name: "demo".into(),

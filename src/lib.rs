@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod fleet;
 pub mod proxy;
 pub mod routing;
+pub mod sealing;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -5,7 +5,9 @@
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use switchyard::bootstrap::{print_demo, redact_url, resolve_admin_token, shutdown_signal};
+use switchyard::bootstrap::{
+    print_demo, redact_url, resolve_admin_token, resolve_secret_key, shutdown_signal,
+};
 use switchyard::cli::ClientCmd;
 use switchyard::config::{parse_addr, Config};
 use switchyard::server::{run, tls_acceptor, Gateway, Listeners};
@@ -128,6 +130,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let cfg = load_config(&args)?;
     switchyard::telemetry::init_logging(&cfg.log);
     let (token, token_file) = resolve_admin_token(&cfg)?;
+    let secret_key = resolve_secret_key(&cfg)?;
     let pipeline = std::sync::Arc::new(cfg.pipeline()?);
     // the control plane (admin API, store, change feed) runs here; client traffic has
     // worker threads of its own
@@ -157,11 +160,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         if let Some(f) = &token_file {
             tracing::info!(file = %f.display(), "admin token read from or written to this file");
         }
+        let secret_key = secret_key.map(|(k, file)| {
+            if let Some(f) = file {
+                tracing::info!(file = %f.display(), key = k.id(), "secret key read from or written to this file");
+            }
+            k
+        });
         if args.demo {
             let secret = switchyard::demo::start(&store, cfg.demo.ports).await?;
             print_demo(&client_addr, &admin_addr, &secret);
         }
-        let gw = Gateway::new(cfg, store, token);
+        let gw = Gateway::new(cfg, store, token).with_secret_key(secret_key);
         run(gw, Listeners { client, admin, tls }, shutdown_signal()).await?;
         Ok::<_, anyhow::Error>(())
     })

@@ -91,6 +91,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     created_at: 0,
                     health: None,
                     min_healthy: 1,
+                    inject: vec![],
                 });
                 table.apply(&Change::Route {
                     agent,
@@ -113,6 +114,8 @@ fuzz_target!(|ops: Vec<Op>| {
             } => {
                 let (agent, environment) = names(slot);
                 table.apply(&Change::Token(TokenRecord {
+                    created_by: String::new(),
+                    last_used_at: None,
                     id: format!("t{}", token % 16),
                     agent,
                     environment,

@@ -30,6 +30,8 @@ fn table() -> &'static RoutingTable {
             (SUSPENDED, None, Some(1)),
         ] {
             t.apply(&Change::Token(TokenRecord {
+                created_by: String::new(),
+                last_used_at: None,
                 id: "tok".into(),
                 agent: agent.clone(),
                 environment: env.clone(),

@@ -26,10 +26,12 @@ pub enum Code {
     CandidateUnhealthy,
     CanaryOpen,
     NoCanary,
+    MissingSecret,
+    SecretInUse,
 }
 
 impl Code {
-    pub const ALL: [Code; 17] = [
+    pub const ALL: [Code; 19] = [
         Self::BadRequest,
         Self::Unauthenticated,
         Self::Forbidden,
@@ -47,6 +49,8 @@ impl Code {
         Self::CandidateUnhealthy,
         Self::CanaryOpen,
         Self::NoCanary,
+        Self::MissingSecret,
+        Self::SecretInUse,
     ];
 
     /// Status and wire name. No `_` arm: a new code must be placed here.
@@ -71,6 +75,8 @@ impl Code {
             Self::CandidateUnhealthy => (StatusCode::CONFLICT, "candidate_unhealthy"),
             Self::CanaryOpen => (StatusCode::CONFLICT, "canary_open"),
             Self::NoCanary => (StatusCode::CONFLICT, "no_canary"),
+            Self::MissingSecret => (StatusCode::CONFLICT, "missing_secret"),
+            Self::SecretInUse => (StatusCode::CONFLICT, "secret_in_use"),
         }
     }
 
@@ -94,6 +100,8 @@ impl Code {
             Self::CandidateUnhealthy => 14,
             Self::CanaryOpen => 15,
             Self::NoCanary => 16,
+            Self::MissingSecret => 17,
+            Self::SecretInUse => 18,
         }
     }
 }
@@ -166,12 +174,22 @@ pub fn classify(e: &DomainError) -> Code {
         D::TokenRevoked(_) => Code::Conflict,
         D::CanaryOpen { .. } => Code::CanaryOpen,
         D::NoCanary(_) => Code::NoCanary,
+        D::MissingSecret { .. } => Code::MissingSecret,
+        D::SecretInUse { .. } => Code::SecretInUse,
+        D::SecretNotFound(_) => Code::NotFound,
+        D::NoSecretKey(_) => Code::Conflict,
     }
 }
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
-        Self::new(classify(&e), e.to_string())
+        let err = Self::new(classify(&e), e.to_string());
+        match e {
+            DomainError::MissingSecret { names, .. } => {
+                err.with_details(serde_json::json!({ "missing": names }))
+            }
+            _ => err,
+        }
     }
 }
 
@@ -226,6 +244,8 @@ mod tests {
             (409, "candidate_unhealthy"),
             (409, "canary_open"),
             (409, "no_canary"),
+            (409, "missing_secret"),
+            (409, "secret_in_use"),
         ];
         // the length is in the type: a code added to ALL must be added here
         let expected: [(u16, &str); Code::ALL.len()] = expected;
@@ -306,6 +326,23 @@ mod tests {
                 Code::CanaryOpen,
             ),
             (D::NoCanary(s()), Code::NoCanary),
+            (
+                D::MissingSecret {
+                    environment: s(),
+                    version: s(),
+                    names: vec![s()],
+                },
+                Code::MissingSecret,
+            ),
+            (
+                D::SecretInUse {
+                    name: s(),
+                    users: s(),
+                },
+                Code::SecretInUse,
+            ),
+            (D::SecretNotFound(s()), Code::NotFound),
+            (D::NoSecretKey(s()), Code::Conflict),
         ];
         // every variant is in the table, each once, in declaration order: `place` has
         // no `_` arm, so a new variant needs a place (the next number) to compile
@@ -330,6 +367,10 @@ mod tests {
             D::AdminTokenExists(_) => 17,
             D::CanaryOpen { .. } => 18,
             D::NoCanary(_) => 19,
+            D::MissingSecret { .. } => 20,
+            D::SecretInUse { .. } => 21,
+            D::SecretNotFound(_) => 22,
+            D::NoSecretKey(_) => 23,
         };
         let placed: Vec<usize> = table.iter().map(|(e, _)| place(e)).collect();
         assert_eq!(placed, (0..table.len()).collect::<Vec<_>>());

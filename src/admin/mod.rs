@@ -20,6 +20,7 @@ mod gate;
 mod identities;
 mod moves;
 mod ops;
+mod secrets;
 mod tokens;
 
 use crate::domain::identity::BOOTSTRAP;
@@ -200,6 +201,7 @@ impl Admin {
                     Some("tokens") => tokens::route(self, &call).await,
                     _ => moves::route(self, &call).await,
                 },
+                Some("secrets") => secrets::route(self, &call).await,
                 _ => agents::route(self, &call).await,
             },
             Some("tokens") => tokens::route(self, &call).await,
@@ -320,6 +322,11 @@ fn commit_followers(table: &RoutingTable, applied: &Applied, actor: &str) {
         Outcome::Policy(p) => {
             tracing::info!(actor, affinity = ?p.session_affinity, auto_rollback = p.auto_rollback.is_some(), revision, "policy written")
         }
+        // the name and scope only: a value never reaches a log
+        Outcome::Secret(s) => {
+            tracing::info!(actor, secret = %s.name, environment = s.environment.as_ref().map_or("*", |e| e.as_str()), revision, "secret set")
+        }
+        Outcome::Deleted => tracing::info!(actor, revision, "deleted"),
     }
 }
 
@@ -369,6 +376,8 @@ fn known_path(segs: &[&str]) -> bool {
                 "complete" | "abort"
             ]
             | ["agents", _, "environments", _, "policy", "history"]
+            | ["agents", _, "secrets"]
+            | ["agents", _, "secrets", _]
             | ["tokens", _]
             | ["tokens", _, "suspend" | "resume"]
             | ["admin-tokens"]
@@ -457,6 +466,8 @@ fn outcome_response(status: StatusCode, applied: Applied) -> AdminResponse {
         Outcome::Token(t) => json_response(status, t),
         Outcome::AdminToken(t) => json_response(status, t),
         Outcome::Policy(p) => json_response(status, p),
+        Outcome::Secret(s) => json_response(status, s),
+        Outcome::Deleted => no_content(),
     }
 }
 

@@ -115,6 +115,18 @@ async fn make_move(
         // deploy, promote and a canary's start: the candidate answers
         // first (a rollback is never held up by a probe)
         if let Some(v) = super::gate::candidate(admin, &req).await? {
+            if !v.inject.is_empty() {
+                // unset secrets refuse the move before any probe is made
+                let plan = admin.store.plan_move(req.clone()).await?;
+                if let Some(
+                    e @ crate::store::Error::Domain(crate::domain::DomainError::MissingSecret {
+                        ..
+                    }),
+                ) = plan.refusal
+                {
+                    return Err(e.into());
+                }
+            }
             super::gate::check(&admin.table, &v).await?;
             req.expect_version = Some(v.number);
         }
@@ -191,7 +203,7 @@ async fn plan(admin: &Admin, req: MoveRequest) -> Result<super::AdminResponse, A
             "checks": {
                 "confirmation_required": plan.environment.protected,
                 "candidate_health": candidate_health,
-                "missing_secrets": [],
+                "missing_secrets": plan.missing_secrets,
                 "canary": {
                     "before": plan.canary_before.map(|c| canary_json(&c)),
                     "after": plan.canary_after.map(|c| canary_json(&c)),

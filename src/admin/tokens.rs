@@ -51,6 +51,7 @@ pub(super) async fn route(admin: &Admin, c: &Call<'_>) -> Result<AdminResponse, 
                 id: minted.id,
                 hash: minted.hash,
                 scopes: b.scopes.unwrap_or_default(),
+                created_by: c.who.name.clone(),
             };
             let applied = admin.execute(cmd, &c.who.name).await?;
             let Outcome::Token(t) = applied.outcome else {

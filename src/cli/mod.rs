@@ -8,6 +8,7 @@ mod catalog;
 pub mod http;
 mod moves;
 pub mod output;
+mod secrets;
 mod tokens;
 
 use anyhow::{Context, Result};
@@ -250,6 +251,13 @@ pub enum ClientCmd {
         #[command(flatten)]
         c: ClientOpts,
     },
+    /// Secrets injected as headers into requests to an agent's versions.
+    Secret {
+        #[command(subcommand)]
+        action: SecretCmd,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
     /// Stop a version: environments pointing at it answer 503 version_stopped.
     Stop {
         /// The agent's name.
@@ -373,6 +381,40 @@ pub enum TokenCmd {
 }
 
 #[derive(Subcommand)]
+pub enum SecretCmd {
+    /// Set a secret's value, read from stdin (or a prompt that does not echo).
+    Set {
+        /// The agent's name.
+        agent: String,
+        /// The secret's name: A-Z, 0-9 and _, starting with a letter.
+        name: String,
+        /// Set it for this environment only (it wins over the agent-wide value there).
+        #[arg(long = "env")]
+        environment: Option<String>,
+    },
+    /// List an agent's secrets: names, scopes and when they changed (never values).
+    List {
+        /// The agent's name.
+        agent: String,
+    },
+    /// Delete a secret; refused while a live version needs it.
+    Delete {
+        /// The agent's name.
+        agent: String,
+        /// The secret's name.
+        name: String,
+        /// Delete the value of this environment (default: the agent-wide one).
+        #[arg(long = "env")]
+        environment: Option<String>,
+    },
+    /// Who set or deleted which secret, and when.
+    Audit {
+        /// The agent's name.
+        agent: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum AdminTokenCmd {
     /// Mint a named admin token with a role; the secret is shown once.
     Create {
@@ -406,6 +448,7 @@ impl ClientCmd {
             | Self::History { c, .. }
             | Self::Diff { c, .. }
             | Self::Token { c, .. }
+            | Self::Secret { c, .. }
             | Self::Stop { c, .. }
             | Self::Start { c, .. }
             | Self::Environments { c }
@@ -451,5 +494,6 @@ async fn dispatch(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Result<(
         | C::Status { .. }
         | C::History { .. } => moves::run(cmd, c, api).await,
         C::Token { .. } | C::AdminToken { .. } | C::Whoami { .. } => tokens::run(cmd, c, api).await,
+        C::Secret { action, .. } => secrets::run(action, c, api).await,
     }
 }

@@ -56,6 +56,8 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                         ("REVOKED", "revoked_at"),
                         ("SUSPENDED", "suspended_at"),
                         ("SCOPES", "scopes"),
+                        ("BY", "created_by"),
+                        ("LAST USED", "last_used_at"),
                     ],
                 );
             }

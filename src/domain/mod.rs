@@ -9,6 +9,7 @@ pub mod moves;
 pub mod names;
 pub mod pipeline;
 pub mod release;
+pub mod secret;
 pub mod token;
 pub mod version;
 
@@ -17,6 +18,7 @@ pub use moves::{Action, Move, MoveKind, MoveRequest, Pointer, UndoLink};
 pub use names::{AgentName, EnvName, VersionRef};
 pub use pipeline::{EnvSpec, Pipeline};
 pub use release::{Affinity, AutoRollback, Canary, Policy, PolicyChange, PolicyPatch, RouteExtra};
+pub use secret::{Inject, Sealed, SecretAudit, SecretInfo, SecretRecord};
 pub use token::{TokenHash, TokenRecord};
 pub use version::{HealthSpec, Version, VersionSpec, VersionState};
 
@@ -135,6 +137,20 @@ pub enum DomainError {
     },
     #[error("{0} has no canary open")]
     NoCanary(String),
+    #[error("{version} needs secrets not set for {environment}: {}", names.join(", "))]
+    MissingSecret {
+        environment: String,
+        version: String,
+        names: Vec<String>,
+    },
+    #[error(
+        "{name} is needed by {users}; set another value instead, or move those versions first"
+    )]
+    SecretInUse { name: String, users: String },
+    #[error("secret {0} not found")]
+    SecretNotFound(String),
+    #[error("{0}")]
+    NoSecretKey(String),
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;

@@ -259,6 +259,8 @@ pub struct RouteExtra {
     pub policy: Policy,
     /// When the last forward move was made and which version it put under watch.
     pub forward: Option<(Millis, u32)>,
+    /// The sealed values the route's versions inject, resolved for the environment.
+    pub secrets: Vec<super::SecretRecord>,
 }
 
 /// How many versions that served an environment its slot keeps for pins.

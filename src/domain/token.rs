@@ -65,6 +65,11 @@ pub struct TokenRecord {
     pub suspended_at: Option<Millis>,
     /// What the token may do beyond reaching its environment: `pin` (evaluation pins).
     pub scopes: Vec<String>,
+    /// The admin identity that minted it (empty for tokens minted before this was kept).
+    pub created_by: String,
+    /// When it last let a request through, about: recorded at most once a minute.
+    #[serde(serialize_with = "ser_opt_time")]
+    pub last_used_at: Option<Millis>,
     #[serde(skip)]
     pub hash: TokenHash,
 }
@@ -88,6 +93,8 @@ mod tests {
     fn records_never_serialize_the_hash() {
         let m = mint().unwrap();
         let r = TokenRecord {
+            created_by: String::new(),
+            last_used_at: None,
             id: m.id,
             agent: AgentName::parse("a", "bot").unwrap(),
             environment: EnvName::parse("e", "staging").unwrap(),

@@ -1,6 +1,7 @@
 //! Immutable versions of an agent and the rules for creating them.
 
 use super::names::{truncate, version_label};
+use super::secret::Inject;
 use super::{ser_time, AgentName, DomainError, Millis, Result};
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -115,6 +116,9 @@ pub struct VersionSpec {
     /// Endpoints that must pass the gate before a move makes it live (default 1).
     #[serde(default)]
     pub min_healthy: Option<u32>,
+    /// Headers set from the agent's secrets on every request to the version.
+    #[serde(default)]
+    pub inject: Vec<Inject>,
 }
 
 /// An immutable snapshot of an agent. Never edited after creation except for
@@ -134,6 +138,7 @@ pub struct Version {
     pub created_at: Millis,
     pub health: Option<HealthSpec>,
     pub min_healthy: u32,
+    pub inject: Vec<Inject>,
 }
 
 fn ser_version<S: Serializer>(n: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -238,12 +243,14 @@ impl VersionSpec {
                 message: format!("from 1 to the number of upstreams ({})", upstreams.len()),
             });
         }
+        let inject = Inject::check_all(self.inject)?;
         let digest = digest(
             &upstreams,
             &config,
             &description,
             self.health.as_ref(),
             min_healthy,
+            &inject,
         );
         Ok(Version {
             agent,
@@ -257,13 +264,14 @@ impl VersionSpec {
             created_at,
             health: self.health,
             min_healthy,
+            inject,
         })
     }
 }
 
 /// The content digest: SHA-256 over the canonical JSON of what the version serves.
 /// serde_json's maps are ordered, so equal content gives equal digests.
-/// The health rules count only when set, so a version without them keeps the digest
+/// The health rules and injections count only when set, so a version without them keeps the digest
 /// it had before they existed.
 pub fn digest(
     upstreams: &[String],
@@ -271,6 +279,7 @@ pub fn digest(
     description: &str,
     health: Option<&HealthSpec>,
     min_healthy: u32,
+    inject: &[Inject],
 ) -> String {
     let mut doc = serde_json::json!({
         "upstreams": upstreams,
@@ -282,6 +291,9 @@ pub fn digest(
     }
     if min_healthy != 1 {
         doc["min_healthy"] = min_healthy.into();
+    }
+    if !inject.is_empty() {
+        doc["inject"] = serde_json::to_value(inject).unwrap_or_default();
     }
     let bytes = serde_json::to_vec(&doc).unwrap_or_default();
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))

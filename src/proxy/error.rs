@@ -27,10 +27,11 @@ pub enum ProxyError {
     ClientAborted,
     PinNotAllowed,
     PinUnavailable,
+    SecretUnavailable,
 }
 
 impl ProxyError {
-    pub const ALL: [ProxyError; 19] = [
+    pub const ALL: [ProxyError; 20] = [
         Self::BadRequest,
         Self::MissingToken,
         Self::UnknownToken,
@@ -50,6 +51,7 @@ impl ProxyError {
         Self::ClientAborted,
         Self::PinNotAllowed,
         Self::PinUnavailable,
+        Self::SecretUnavailable,
     ];
 
     /// The variant's place in [`Self::ALL`]. No `_` arm: a new variant must be given
@@ -75,6 +77,7 @@ impl ProxyError {
             Self::ClientAborted => 16,
             Self::PinNotAllowed => 17,
             Self::PinUnavailable => 18,
+            Self::SecretUnavailable => 19,
         }
     }
 
@@ -174,6 +177,11 @@ impl ProxyError {
                 "pin_unavailable",
                 "the pinned version has not served this environment or is not running",
             ),
+            Self::SecretUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "secret_unavailable",
+                "a secret this version needs is not available on this gateway",
+            ),
         }
     }
 
@@ -210,7 +218,8 @@ impl ProxyError {
             | Self::NotImplemented
             | Self::ClientAborted
             | Self::PinNotAllowed
-            | Self::PinUnavailable => None,
+            | Self::PinUnavailable
+            | Self::SecretUnavailable => None,
         }
     }
 }
@@ -252,6 +261,7 @@ mod tests {
             (499, "client_aborted"),
             (403, "pin_not_allowed"),
             (422, "pin_unavailable"),
+            (503, "secret_unavailable"),
         ];
         // `ALL`'s length is in its type and `expected` must match it: a new variant
         // that is not in both lists does not compile

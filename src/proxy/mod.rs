@@ -434,6 +434,9 @@ impl Proxy {
         if target.stopped {
             return Err(ProxyError::VersionStopped);
         }
+        if target.inject_missing.is_some() {
+            return Err(secret_unavailable(target));
+        }
         if fields
             .content_length()
             .is_some_and(|n| n > self.limits.max_body_bytes)
@@ -479,6 +482,10 @@ impl Proxy {
         fields.set(h, SET_AGENT, agent_header);
         fields.set(h, SET_ENVIRONMENT, environment_header);
         fields.set(h, SET_VERSION, target.label.clone());
+        for (name, value) in target.inject.iter() {
+            // replaces whatever the client sent under that name
+            h.insert(name, value.clone());
+        }
 
         let upstream = if websocket {
             // boxed: the rare path must not grow every request's future
@@ -1060,6 +1067,14 @@ impl Fields {
 
 /// GET, HEAD and OPTIONS: sent again on another endpoint when the connection closed
 /// before any response byte.
+/// A version whose secrets this node cannot supply: logged by name, never forwarded
+/// without them.
+#[cold]
+fn secret_unavailable(target: &Target) -> ProxyError {
+    tracing::error!(version = ?target.label, secrets = target.inject_missing.as_deref().unwrap_or(""), "refusing a request: its version's secrets are unavailable");
+    ProxyError::SecretUnavailable
+}
+
 fn is_idempotent(m: &http::Method) -> bool {
     matches!(
         *m,

@@ -90,6 +90,9 @@ pub struct Endpoint {
     pub state: Arc<EndpointState>,
 }
 
+/// Headers a target sets from secrets: (name, value marked sensitive).
+pub type Injected = Box<[(http::HeaderName, HeaderValue)]>;
+
 /// The version a slot routes to, with everything the proxy needs pre-built.
 #[derive(Debug)]
 pub struct Target {
@@ -102,6 +105,11 @@ pub struct Target {
     pub budget: Arc<RetryBudget>,
     /// The version's active health check, run while it is live ([`checks`]).
     pub health: Option<crate::domain::HealthSpec>,
+    /// Headers set from secrets on every request to it, values marked sensitive.
+    pub inject: Injected,
+    /// Secrets it injects that this node cannot supply (none set, or sealed with
+    /// another key): requests to it are refused rather than sent without them.
+    pub inject_missing: Option<Box<str>>,
 }
 
 impl Target {
@@ -267,6 +275,10 @@ pub struct TokenEntry {
     pub suspended: bool,
     /// A newer record of this token is in the table.
     stale: AtomicBool,
+    /// The token's id, for its use record.
+    id: Box<str>,
+    /// The table's minute when it last let a request through ([`RoutingTable::minute`]).
+    used_minute: AtomicU64,
 }
 
 impl TokenEntry {
@@ -352,6 +364,13 @@ pub struct RoutingTable {
     pin_key: arc_swap::ArcSwapOption<PinKey>,
     /// The bake of each slot (`agent/environment`), kept across rebuilds of its route.
     bakes: DashMap<String, Arc<Bake>>,
+    /// The key that opens secret values (None: this node has none).
+    secret_key: arc_swap::ArcSwapOption<crate::sealing::SecretKey>,
+    /// The current minute (ms / 60000) as the usage task last set it; 0 until then.
+    minute: AtomicU64,
+    /// Tokens used in a minute they had not been used in yet, with when: drained in
+    /// batches by the usage task ([`Self::take_used`]).
+    used: std::sync::Mutex<Vec<(String, Millis)>>,
 }
 
 impl Default for RoutingTable {
@@ -385,6 +404,9 @@ impl RoutingTable {
             feed_revision: AtomicU64::new(0),
             pin_key: arc_swap::ArcSwapOption::empty(),
             bakes: DashMap::new(),
+            secret_key: arc_swap::ArcSwapOption::empty(),
+            minute: AtomicU64::new(0),
+            used: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -432,8 +454,91 @@ impl RoutingTable {
         self.endpoints.probe(url, path, timeout).await
     }
 
-    /// Builds what a slot serves for `v`: its endpoints with their pools and states.
-    fn target(&self, v: &Version) -> Target {
+    /// Notes that `e` let a request through: once per token per minute it is queued
+    /// for the store; otherwise this is two relaxed loads.
+    #[inline]
+    fn note_use(&self, e: &TokenEntry) {
+        let m = self.minute.load(Ordering::Relaxed);
+        if e.used_minute.load(Ordering::Relaxed) != m {
+            self.queue_use(e, m);
+        }
+    }
+
+    #[cold]
+    fn queue_use(&self, e: &TokenEntry, m: u64) {
+        // one request of the minute wins the swap and queues it
+        if e.used_minute.swap(m, Ordering::Relaxed) == m {
+            return;
+        }
+        if let Ok(mut q) = self.used.lock() {
+            q.push((e.id.to_string(), now_ms()));
+        }
+    }
+
+    /// Advances the minute tokens' uses are recorded by (the usage task calls it) and
+    /// takes the uses queued so far.
+    pub fn take_used(&self, now: Millis) -> Vec<(String, Millis)> {
+        self.minute
+            .store(u64::try_from(now / 60_000).unwrap_or(0), Ordering::Relaxed);
+        self.used
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
+    }
+
+    /// Sets the key that opens secret values; set before any route is installed.
+    pub fn set_secret_key(&self, key: Arc<crate::sealing::SecretKey>) {
+        self.secret_key.store(Some(key));
+    }
+
+    pub fn secret_key(&self) -> Option<Arc<crate::sealing::SecretKey>> {
+        self.secret_key.load_full()
+    }
+
+    /// The headers `v` injects, from `secrets` (resolved for the route's environment),
+    /// or the names this node cannot supply. Never logs a value.
+    fn injections(
+        &self,
+        v: &Version,
+        secrets: &[crate::domain::SecretRecord],
+    ) -> (Injected, Option<Box<str>>) {
+        use crate::domain::secret::binding;
+        if v.inject.is_empty() {
+            return (Box::new([]), None);
+        }
+        let key = self.secret_key();
+        let mut out = Vec::with_capacity(v.inject.len());
+        let mut missing = Vec::new();
+        for i in &v.inject {
+            let value = secrets.iter().find(|s| s.name == i.secret).and_then(|s| {
+                let key = key.as_ref()?;
+                let b = binding(&s.agent, s.environment.as_ref(), &s.name);
+                match key.open(&b, &s.sealed) {
+                    Ok(plain) => String::from_utf8(plain).ok(),
+                    Err(e) => {
+                        tracing::error!(agent = %v.agent, secret = %s.name, reason = %e, "a secret cannot be opened");
+                        None
+                    }
+                }
+            });
+            let header = value.and_then(|value| {
+                let name = http::HeaderName::from_bytes(i.header.as_bytes()).ok()?;
+                let mut hv = HeaderValue::from_str(&i.render(&value)).ok()?;
+                hv.set_sensitive(true);
+                Some((name, hv))
+            });
+            match header {
+                Some(h) => out.push(h),
+                None => missing.push(i.secret.as_str()),
+            }
+        }
+        let missing = (!missing.is_empty()).then(|| missing.join(", ").into_boxed_str());
+        (out.into_boxed_slice(), missing)
+    }
+
+    /// Builds what a slot serves for `v`: its endpoints with their pools and states,
+    /// and the headers it injects from `secrets`.
+    fn target(&self, v: &Version, secrets: &[crate::domain::SecretRecord]) -> Target {
         let label = v.label();
         let endpoints = v
             .upstreams
@@ -460,7 +565,10 @@ impl RoutingTable {
                 .or_default()
                 .value(),
         );
+        let (inject, inject_missing) = self.injections(v, secrets);
         Target {
+            inject,
+            inject_missing,
             version: v.number,
             label: HeaderValue::from_str(&label)
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
@@ -552,9 +660,10 @@ impl RoutingTable {
                     environment.as_str(),
                     label.as_deref().unwrap_or("none"),
                 );
+                let secrets = extra.as_ref().map_or(&[][..], |e| &e.secrets[..]);
                 let mut route = Route {
                     revision: *revision,
-                    target: version.as_ref().map(|v| self.target(v)),
+                    target: version.as_ref().map(|v| self.target(v, secrets)),
                     metrics,
                     pointer_revision: *revision,
                     ..Route::empty()
@@ -584,7 +693,7 @@ impl RoutingTable {
         let canary = e.canary.as_ref().map(|(c, _)| *c);
         if let Some((_, v)) = &e.canary {
             route.alts.push(Alt {
-                target: self.target(v),
+                target: self.target(v, &e.secrets),
                 metrics: std::sync::OnceLock::from(self.metrics.route(
                     agent.as_str(),
                     environment.as_str(),
@@ -601,8 +710,13 @@ impl RoutingTable {
                 let Ok(i) = u16::try_from(route.alts.len()) else {
                     continue;
                 };
+                let target = self.target(v, &e.secrets);
+                if target.inject_missing.is_some() {
+                    // a version that cannot get its secrets is not pinnable
+                    continue;
+                }
                 route.alts.push(Alt {
-                    target: self.target(v),
+                    target,
                     metrics: std::sync::OnceLock::new(),
                 });
                 Which::Alt(i)
@@ -655,6 +769,9 @@ impl RoutingTable {
             revoked: t.revoked_at.is_some(),
             suspended: t.suspended_at.is_some(),
             stale: AtomicBool::new(false),
+            id: t.id.as_str().into(),
+            // never: its first use is recorded
+            used_minute: AtomicU64::new(u64::MAX),
         };
         if let Some(old) = self.tokens.insert(t.hash, Arc::new(entry)) {
             old.stale.store(true, Ordering::Release);
@@ -750,6 +867,8 @@ mod tests {
 
     fn token(agent: &AgentName, env: &EnvName, secret: &str) -> TokenRecord {
         TokenRecord {
+            created_by: String::new(),
+            last_used_at: None,
             id: format!("tok_{secret}"),
             agent: agent.clone(),
             environment: env.clone(),

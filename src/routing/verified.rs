@@ -86,7 +86,11 @@ impl RoutingTable {
             let c = c.borrow();
             match c.entries.get(&key) {
                 Some(e) if c.owner == self.cache_key.id && !e.stale.load(Ordering::Acquire) => {
-                    Some(e.check())
+                    let answer = e.check();
+                    if answer.is_ok() {
+                        self.note_use(e);
+                    }
+                    Some(answer)
                 }
                 _ => None,
             }
@@ -98,6 +102,9 @@ impl RoutingTable {
             .token_entry(&hash_token(token))
             .ok_or(AuthError::Unknown)?;
         let answer = entry.check();
+        if answer.is_ok() {
+            self.note_use(&entry);
+        }
         let _ = VERIFIED.try_with(|c| {
             let mut c = c.borrow_mut();
             if c.owner != self.cache_key.id || c.entries.len() >= CAPACITY {
@@ -117,6 +124,8 @@ mod tests {
 
     fn record(secret: &str) -> TokenRecord {
         TokenRecord {
+            created_by: String::new(),
+            last_used_at: None,
             id: format!("tok_{secret}"),
             agent: AgentName::parse("a", "bot").unwrap(),
             environment: EnvName::parse("e", "staging").unwrap(),

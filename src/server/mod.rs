@@ -47,6 +47,8 @@ pub enum Error {
     Load(#[from] crate::store::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("secrets: {0}")]
+    SecretKey(String),
 }
 
 /// The sockets the gateway serves. Bound by the caller.
@@ -64,9 +66,19 @@ pub struct Gateway {
     /// The upstream connection pools the table's endpoints are handles of.
     pub pools: Arc<Pools>,
     pub admin_token: String,
+    /// How often tokens' uses are written to the store (`last_used_at`).
+    pub usage_flush: Duration,
 }
 
 impl Gateway {
+    /// The key that seals and opens secret values on this node.
+    pub fn with_secret_key(self, key: Option<crate::sealing::SecretKey>) -> Self {
+        if let Some(k) = key {
+            self.table.set_secret_key(Arc::new(k));
+        }
+        self
+    }
+
     pub fn new(config: Config, store: Store, admin_token: String) -> Self {
         let metrics = Arc::new(if config.metrics.enabled {
             Metrics::enabled(config.worker_count())
@@ -89,6 +101,7 @@ impl Gateway {
             config,
             store,
             admin_token,
+            usage_flush: Duration::from_secs(10),
         }
     }
 }
@@ -147,6 +160,46 @@ pub fn tls_acceptor_from(
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// Writes the tokens used since the last round to the store, every `every`: at most
+/// one write per token per minute, all in one transaction. A failed write is dropped
+/// (the figure is approximate) and logged.
+async fn record_usage(store: Store, table: Arc<RoutingTable>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let used = table.take_used(crate::domain::now_ms());
+        if used.is_empty() {
+            continue;
+        }
+        let n = used.len();
+        if let Err(e) = store.touch_tokens(used).await {
+            tracing::warn!(tokens = n, error.detail = %e, "token uses not recorded");
+        }
+    }
+}
+
+/// Refuses to start when the store holds secrets this node's key did not seal: without
+/// it, versions that inject them would be refused every request.
+async fn check_secret_key(store: &Store, table: &RoutingTable) -> Result<(), Error> {
+    let ids = store.secret_key_ids().await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    match table.secret_key() {
+        None => Err(Error::SecretKey(format!(
+            "the store holds secrets sealed with key {}; set SWITCHYARD_SECRET_KEY to that key (base64 of 32 bytes)",
+            ids.join(", ")
+        ))),
+        Some(k) if ids.iter().any(|i| i != k.id()) => Err(Error::SecretKey(format!(
+            "the store holds secrets sealed with key {}, but this node's key is {}",
+            ids.join(", "),
+            k.id()
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Serves until `shutdown` completes, then drains.
 pub async fn run(
     gw: Gateway,
@@ -159,6 +212,7 @@ pub async fn run(
         table,
         pools,
         admin_token,
+        usage_flush,
     } = gw;
     let ready = Arc::new(AtomicBool::new(false));
     let admin = Arc::new(Admin::new(
@@ -178,6 +232,8 @@ pub async fn run(
             }
         })
     };
+    // tokens' last use, written in batches off the request path
+    let usage = tokio::spawn(record_usage(store.clone(), Arc::clone(&table), usage_flush));
     // active health checks of the live versions, once for the node
     let checks = tokio::spawn(crate::routing::checks::run(Arc::clone(&table)));
     // automatic rollback from this node's own numbers
@@ -211,6 +267,7 @@ pub async fn run(
         if let Some(k) = &snap.pin_key {
             table.set_pin_key(k);
         }
+        check_secret_key(&store, &table).await?;
         for c in &snap.changes {
             table.apply(c);
         }
@@ -306,6 +363,14 @@ pub async fn run(
     upkeep.abort();
     checks.abort();
     autoroll.abort();
+    usage.abort();
+    // the uses noted since the last round are not left behind
+    let used = table.take_used(crate::domain::now_ms());
+    if !used.is_empty() {
+        if let Err(e) = store.touch_tokens(used).await {
+            tracing::warn!(error.detail = %e, "token uses not recorded at shutdown");
+        }
+    }
     let drain = config.limits.drain_timeout();
     tracing::info!(
         drain_ms = drain.as_millis() as u64,

@@ -8,6 +8,7 @@ use super::{Applied, Command, Error, EventKey, FeedRead, Outcome, Result, Snapsh
 use crate::domain::moves::{check_guard, plan_rollback};
 use crate::domain::names::version_label;
 use crate::domain::release;
+use crate::domain::secret::{self, SecretAudit, SecretRecord};
 use crate::domain::token::SCOPES;
 use crate::domain::{
     Action, AdminTokenRecord, Agent, AgentName, Canary, Change, DomainError, EnvName, EnvSpec,
@@ -132,6 +133,7 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
             id,
             hash,
             mut scopes,
+            created_by,
         } => {
             require_agent(tx, &agent)?;
             p.get(environment.as_str())?;
@@ -168,6 +170,8 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
                 revoked_at: None,
                 suspended_at: None,
                 scopes,
+                created_by,
+                last_used_at: None,
                 hash,
             };
             tx.insert_token(&record)?;
@@ -278,6 +282,101 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
                 changes: vec![change],
             })
         }
+        Command::SetSecret {
+            agent,
+            name,
+            environment,
+            sealed,
+            actor,
+            on_behalf_of,
+        } => {
+            require_agent(tx, &agent)?;
+            secret::check_name("name", &name)?;
+            if let Some(e) = &environment {
+                p.get(e.as_str())?;
+            }
+            check_text("actor", &actor)?;
+            check_text("on_behalf_of", on_behalf_of.as_deref().unwrap_or(""))?;
+            let revision = tx.bump_revision()?;
+            let record = SecretRecord {
+                agent: agent.clone(),
+                name: name.clone(),
+                environment: environment.clone(),
+                sealed,
+                updated_at: now,
+                updated_by: actor.clone(),
+            };
+            tx.put_secret(&record)?;
+            tx.audit_secret(
+                &agent,
+                &SecretAudit {
+                    revision,
+                    name,
+                    environment: environment.clone(),
+                    action: "set".into(),
+                    actor,
+                    on_behalf_of,
+                    at: now,
+                },
+            )?;
+            let changes = secret_routes(tx, p, &agent, environment.as_ref(), revision)?;
+            Ok(Applied {
+                outcome: Outcome::Secret(record.info()),
+                revision,
+                changes,
+            })
+        }
+        Command::DeleteSecret {
+            agent,
+            name,
+            environment,
+            actor,
+            on_behalf_of,
+        } => {
+            require_agent(tx, &agent)?;
+            secret::check_name("name", &name)?;
+            if let Some(e) = &environment {
+                p.get(e.as_str())?;
+            }
+            check_text("actor", &actor)?;
+            check_text("on_behalf_of", on_behalf_of.as_deref().unwrap_or(""))?;
+            let all = tx.secrets(Some(&agent))?;
+            if !all
+                .iter()
+                .any(|s| s.name == name && s.environment == environment)
+            {
+                let scope = environment.as_ref().map_or("agent-wide", |e| e.as_str());
+                return Err(DomainError::SecretNotFound(format!("{name} ({scope})")).into());
+            }
+            let users = secret_users(tx, p, &agent, &name, environment.as_ref(), &all)?;
+            if !users.is_empty() {
+                return Err(DomainError::SecretInUse {
+                    name,
+                    users: users.join(", "),
+                }
+                .into());
+            }
+            tx.delete_secret(&agent, &name, environment.as_ref())?;
+            let revision = tx.bump_revision()?;
+            tx.audit_secret(
+                &agent,
+                &SecretAudit {
+                    revision,
+                    name,
+                    environment: environment.clone(),
+                    action: "delete".into(),
+                    actor,
+                    on_behalf_of,
+                    at: now,
+                },
+            )?;
+            let changes = secret_routes(tx, p, &agent, environment.as_ref(), revision)?;
+            Ok(Applied {
+                outcome: Outcome::Deleted,
+                revision,
+                changes,
+            })
+        }
         Command::RevokeToken { id } => {
             let mut record = tx
                 .token(&id)?
@@ -294,6 +393,75 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
             })
         }
     }
+}
+
+/// The routes a secret write in `scope` (None: agent-wide) changes: those of every
+/// environment of `agent` in that scope that has a pointer.
+fn secret_routes(
+    tx: &mut dyn Tx,
+    p: &Pipeline,
+    agent: &AgentName,
+    scope: Option<&EnvName>,
+    revision: u64,
+) -> Result<Vec<Change>> {
+    let mut changes = Vec::new();
+    for (agent, environment, _) in tx.pointers(Some(agent))? {
+        if p.get(environment.as_str()).is_ok() && scope.is_none_or(|s| *s == environment) {
+            changes.push(route_change(tx, agent, environment, revision)?);
+        }
+    }
+    Ok(changes)
+}
+
+/// The live versions (`v3 in production`) that would lose secret `name` if its value
+/// in `scope` were deleted: those that inject it where no other value is left.
+fn secret_users(
+    tx: &mut dyn Tx,
+    p: &Pipeline,
+    agent: &AgentName,
+    name: &str,
+    scope: Option<&EnvName>,
+    all: &[SecretRecord],
+) -> Result<Vec<String>> {
+    let mut users = Vec::new();
+    for stage in p.stages() {
+        let env = &stage.name;
+        if scope.is_some_and(|s| s != env) {
+            continue;
+        }
+        let left = all.iter().any(|s| {
+            s.name == name
+                && s.environment.as_ref() != scope
+                && s.environment.as_ref().is_none_or(|e| e == env)
+        });
+        if left {
+            continue;
+        }
+        let ptr = tx.pointer(agent, env)?;
+        for n in ptr.version.into_iter().chain(ptr.canary.map(|c| c.version)) {
+            let needs = tx
+                .version(agent, n)?
+                .is_some_and(|v| v.inject.iter().any(|i| i.secret == name));
+            if needs {
+                users.push(format!("{} in {env}", version_label(n)));
+            }
+        }
+    }
+    Ok(users)
+}
+
+/// The secrets `v` injects that have no value for `env`, sorted.
+fn missing_secrets(tx: &mut dyn Tx, v: &Version, env: &EnvName) -> Result<Vec<String>> {
+    if v.inject.is_empty() {
+        return Ok(Vec::new());
+    }
+    let all = tx.secrets(Some(&v.agent))?;
+    let have = secret::resolve(&all, env);
+    let names: Vec<&str> = have.keys().copied().collect();
+    Ok(secret::missing(&v.inject, &names)
+        .into_iter()
+        .map(str::to_owned)
+        .collect())
 }
 
 fn running(v: Version) -> Result<Version> {
@@ -342,6 +510,8 @@ pub struct MovePlan {
     pub canary_after: Option<Canary>,
     /// Versions whose session pins the move releases (0: every version).
     pub releases: Vec<u32>,
+    /// Secrets the version moved to injects that have no value in the environment.
+    pub missing_secrets: Vec<String>,
     cur: Pointer,
     rollback_undo: Option<UndoLink>,
 }
@@ -361,6 +531,7 @@ fn is_refusal(e: &Error) -> bool {
                 | DomainError::CandidateChanged(_)
                 | DomainError::CanaryOpen { .. }
                 | DomainError::NoCanary(_)
+                | DomainError::MissingSecret { .. }
         )
     )
 }
@@ -427,7 +598,32 @@ pub fn plan_move(tx: &mut dyn Tx, p: &Pipeline, req: &MoveRequest) -> Result<Mov
             );
         }
     }
+    let checked = matches!(
+        r.action,
+        Action::Deploy
+            | Action::Promote
+            | Action::Rollback
+            | Action::CanaryStart
+            | Action::CanaryComplete
+    );
+    let mut missing = Vec::new();
+    if let (true, Some(t)) = (checked, r.to) {
+        if let Some(v) = tx.version(&req.agent, t)? {
+            missing = missing_secrets(tx, &v, &target_env.name)?;
+        }
+        if refusal.is_none() && !missing.is_empty() {
+            refusal = Some(
+                DomainError::MissingSecret {
+                    environment: target_env.name.to_string(),
+                    version: version_label(t),
+                    names: missing.clone(),
+                }
+                .into(),
+            );
+        }
+    }
     Ok(MovePlan {
+        missing_secrets: missing,
         action: r.action,
         revision: cur.revision,
         from: cur.version,
@@ -730,7 +926,24 @@ pub fn route_change(
             Action::CanaryStart | Action::CanaryWeight => m.version.map(|v| (m.at, v)),
             _ => None,
         });
+    // the values the route's versions inject, resolved for the environment
+    let injects = version.iter().chain(canary.as_ref().map(|(_, v)| v));
+    let injects = injects.chain(pinnable.iter().map(|(v, _)| v));
+    let needed: Vec<&str> = injects
+        .flat_map(|v| v.inject.iter().map(|i| i.secret.as_str()))
+        .collect();
+    let secrets = if needed.is_empty() {
+        Vec::new()
+    } else {
+        let all = tx.secrets(Some(&agent))?;
+        secret::resolve(&all, &environment)
+            .into_iter()
+            .filter(|(n, _)| needed.contains(n))
+            .map(|(_, s)| s.clone())
+            .collect()
+    };
     let extra = RouteExtra {
+        secrets,
         pointer_revision: ptr.revision,
         canary,
         pinnable,

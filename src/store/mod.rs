@@ -17,8 +17,8 @@ pub mod sqlite;
 
 use crate::domain::{
     AdminTokenRecord, Agent, AgentName, Change, DomainError, EnvName, Millis, Move, MoveRequest,
-    Pipeline, Pointer, Policy, PolicyChange, PolicyPatch, Role, TokenHash, TokenRecord, UndoLink,
-    Version, VersionRef, VersionSpec, VersionState,
+    Pipeline, Pointer, Policy, PolicyChange, PolicyPatch, Role, Sealed, SecretAudit, SecretRecord,
+    TokenHash, TokenRecord, UndoLink, Version, VersionRef, VersionSpec, VersionState,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -67,6 +67,8 @@ pub enum Command {
         id: String,
         hash: TokenHash,
         scopes: Vec<String>,
+        /// The admin identity minting it.
+        created_by: String,
     },
     /// Suspends or resumes a deployment token (a revoked one is refused).
     SuspendToken {
@@ -86,6 +88,23 @@ pub enum Command {
     RevokeAdminToken {
         id: String,
     },
+    /// Sets a secret (agent-wide without `environment`) to a value sealed by the caller.
+    SetSecret {
+        agent: AgentName,
+        name: String,
+        environment: Option<EnvName>,
+        sealed: Sealed,
+        actor: String,
+        on_behalf_of: Option<String>,
+    },
+    /// Deletes a secret, unless a live version needs it.
+    DeleteSecret {
+        agent: AgentName,
+        name: String,
+        environment: Option<EnvName>,
+        actor: String,
+        on_behalf_of: Option<String>,
+    },
     /// Merges `patch` into the policy of (agent, environment).
     SetPolicy {
         agent: AgentName,
@@ -104,6 +123,8 @@ pub enum Outcome {
     Token(TokenRecord),
     AdminToken(AdminTokenRecord),
     Policy(Policy),
+    Secret(crate::domain::SecretInfo),
+    Deleted,
 }
 
 /// A committed command: its outcome, the store revision after it, and the changes the
@@ -201,6 +222,23 @@ pub trait Tx {
     fn set_token_suspended(&mut self, id: &str, at: Option<Millis>) -> Result<()>;
     /// Tokens of (agent, environment), or (None) every token.
     fn tokens(&mut self, scope: Option<(&AgentName, &EnvName)>) -> Result<Vec<TokenRecord>>;
+    /// Records when tokens were last used (a later time only; no revision).
+    fn touch_tokens(&mut self, used: &[(String, Millis)]) -> Result<()>;
+
+    /// The secrets of `agent`, or (None) of every agent, sealed.
+    fn secrets(&mut self, agent: Option<&AgentName>) -> Result<Vec<SecretRecord>>;
+    /// Inserts or replaces one secret.
+    fn put_secret(&mut self, secret: &SecretRecord) -> Result<()>;
+    /// Deletes one secret; whether it existed.
+    fn delete_secret(
+        &mut self,
+        agent: &AgentName,
+        name: &str,
+        env: Option<&EnvName>,
+    ) -> Result<bool>;
+    fn audit_secret(&mut self, agent: &AgentName, entry: &SecretAudit) -> Result<()>;
+    /// Secret writes of `agent`, newest first.
+    fn secret_audit(&mut self, agent: &AgentName, limit: u32) -> Result<Vec<SecretAudit>>;
 
     fn insert_admin_token(&mut self, token: &AdminTokenRecord) -> Result<()>;
     fn admin_token(&mut self, id: &str) -> Result<Option<AdminTokenRecord>>;
@@ -485,6 +523,44 @@ impl Store {
         .await
     }
 
+    /// The secrets of `agent` (sealed: the caller shows names and scopes only).
+    pub async fn secrets(&self, agent: AgentName) -> Result<Vec<SecretRecord>> {
+        self.blocking(false, move |tx, _| {
+            engine::require_agent(tx, &agent)?;
+            tx.secrets(Some(&agent))
+        })
+        .await
+    }
+
+    pub async fn secret_audit(&self, agent: AgentName, limit: u32) -> Result<Vec<SecretAudit>> {
+        self.blocking(false, move |tx, _| {
+            engine::require_agent(tx, &agent)?;
+            tx.secret_audit(&agent, limit)
+        })
+        .await
+    }
+
+    /// The key ids every stored secret is sealed with, once each.
+    pub async fn secret_key_ids(&self) -> Result<Vec<String>> {
+        self.blocking(false, |tx, _| {
+            let mut ids: Vec<String> = tx
+                .secrets(None)?
+                .into_iter()
+                .map(|s| s.sealed.key_id)
+                .collect();
+            ids.sort();
+            ids.dedup();
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Records when tokens were last used; no revision, no change event.
+    pub async fn touch_tokens(&self, used: Vec<(String, Millis)>) -> Result<()> {
+        self.blocking(true, move |tx, _| tx.touch_tokens(&used))
+            .await
+    }
+
     pub async fn tokens(&self, agent: AgentName, env: EnvName) -> Result<Vec<TokenRecord>> {
         self.blocking(false, move |tx, p| {
             engine::require_agent(tx, &agent)?;
@@ -517,6 +593,20 @@ fn canary_json(p: &Pointer) -> Result<Option<String>> {
         .map(serde_json::to_string)
         .transpose()
         .map_err(|e| Error::Backend(e.to_string()))
+}
+
+/// A version's injections as both stores keep them: JSON, or NULL without any.
+fn inject_json(v: &crate::domain::Version) -> Result<Option<String>> {
+    if v.inject.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(&v.inject)
+        .map(Some)
+        .map_err(|e| Error::Backend(e.to_string()))
+}
+
+fn inject_from(s: Option<&str>) -> serde_json::Result<Vec<crate::domain::Inject>> {
+    s.map_or(Ok(Vec::new()), serde_json::from_str)
 }
 
 /// A version's health check as both stores keep it: JSON, or NULL without one.

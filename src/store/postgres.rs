@@ -14,7 +14,8 @@
 use super::{Backend, Error, Event, EventKey, Result, Tx, TxFn};
 use crate::domain::{
     Action, AdminTokenRecord, Agent, AgentName, Change, EnvName, Millis, Move, Pointer, Policy,
-    PolicyChange, Role, TokenHash, TokenRecord, UndoLink, Version, VersionState,
+    PolicyChange, Role, Sealed, SecretAudit, SecretRecord, TokenHash, TokenRecord, UndoLink,
+    Version, VersionState,
 };
 use std::future::Future;
 use std::str::FromStr;
@@ -117,7 +118,10 @@ BEGIN
         ('tokens', 'suspended_at', 'BIGINT'),
         ('tokens', 'scopes', 'TEXT NOT NULL DEFAULT ' || quote_literal('')),
         ('pointers', 'canary', 'TEXT'),
-        ('history', 'weight', 'BIGINT')
+        ('history', 'weight', 'BIGINT'),
+        ('versions', 'inject', 'TEXT'),
+        ('tokens', 'created_by', 'TEXT NOT NULL DEFAULT ' || quote_literal('')),
+        ('tokens', 'last_used_at', 'BIGINT')
     ) AS t (tab, col, ty) LOOP
         IF NOT EXISTS (
             SELECT 1 FROM information_schema.columns
@@ -166,6 +170,28 @@ CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value BYTEA NOT NULL
 );
+CREATE TABLE IF NOT EXISTS secrets (
+    agent       TEXT NOT NULL REFERENCES agents (name),
+    name        TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    key_id      TEXT NOT NULL,
+    nonce       BYTEA NOT NULL,
+    ciphertext  BYTEA NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    updated_by  TEXT NOT NULL,
+    PRIMARY KEY (agent, name, environment)
+);
+CREATE TABLE IF NOT EXISTS secret_audit (
+    revision     BIGINT PRIMARY KEY,
+    agent        TEXT NOT NULL REFERENCES agents (name),
+    name         TEXT NOT NULL,
+    environment  TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    on_behalf_of TEXT,
+    at           BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS secret_audit_by_agent ON secret_audit (agent, revision);
 "#;
 
 fn pg(e: tokio_postgres::Error) -> Error {
@@ -342,6 +368,19 @@ fn env_name(s: String) -> Result<EnvName> {
     EnvName::parse("environment", &s).map_err(|e| corrupt("environment name", e))
 }
 
+/// A secret's scope as the table keeps it: the environment, or `''` for agent-wide.
+fn scope_of(env: Option<&EnvName>) -> &str {
+    env.map_or("", |e| e.as_str())
+}
+
+fn scope_from(s: String) -> Result<Option<EnvName>> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        env_name(s).map(Some)
+    }
+}
+
 fn u32_of(v: Option<i64>) -> Option<u32> {
     v.and_then(|n| u32::try_from(n).ok())
 }
@@ -351,7 +390,7 @@ fn get<'r, T: tokio_postgres::types::FromSql<'r>>(row: &'r Row, i: usize) -> Res
 }
 
 const VERSION_COLS: &str =
-    "agent, number, upstreams, config, description, author, digest, state, created_at, health, min_healthy";
+    "agent, number, upstreams, config, description, author, digest, state, created_at, health, min_healthy, inject";
 
 fn version_from(r: &Row) -> Result<Version> {
     let state: String = get(r, 7)?;
@@ -371,6 +410,8 @@ fn version_from(r: &Row) -> Result<Version> {
             .map(|h| serde_json::from_str(&h).map_err(|e| corrupt("health", e)))
             .transpose()?,
         min_healthy: u32::try_from(get::<i64>(r, 10)?).map_err(|e| corrupt("min_healthy", e))?,
+        inject: super::inject_from(get::<Option<String>>(r, 11)?.as_deref())
+            .map_err(|e| corrupt("inject", e))?,
     })
 }
 
@@ -414,7 +455,7 @@ fn admin_token_from(r: &Row) -> Result<AdminTokenRecord> {
 }
 
 const TOKEN_COLS: &str =
-    "id, hash, agent, environment, name, created_at, expires_at, revoked_at, suspended_at, scopes";
+    "id, hash, agent, environment, name, created_at, expires_at, revoked_at, suspended_at, scopes, created_by, last_used_at";
 
 fn token_from(r: &Row) -> Result<TokenRecord> {
     let hash: Vec<u8> = get(r, 1)?;
@@ -431,6 +472,8 @@ fn token_from(r: &Row) -> Result<TokenRecord> {
         revoked_at: get(r, 7)?,
         suspended_at: get(r, 8)?,
         scopes: super::scopes_from(&get::<String>(r, 9)?),
+        created_by: get(r, 10)?,
+        last_used_at: get(r, 11)?,
     })
 }
 
@@ -552,9 +595,10 @@ impl Tx for PgTx<'_> {
             serde_json::to_string(&v.upstreams).map_err(|e| Error::Backend(e.to_string()))?;
         let config = serde_json::to_string(&v.config).map_err(|e| Error::Backend(e.to_string()))?;
         let health = super::health_json(v)?;
+        let inject = super::inject_json(v)?;
         self.exec(
             &format!(
-                "INSERT INTO versions ({VERSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                "INSERT INTO versions ({VERSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ),
             &[
                 &v.agent.as_str(),
@@ -568,6 +612,7 @@ impl Tx for PgTx<'_> {
                 &v.created_at,
                 &health,
                 &i64::from(v.min_healthy),
+                &inject,
             ],
         )?;
         Ok(())
@@ -843,7 +888,7 @@ impl Tx for PgTx<'_> {
     fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
         self.exec(
             &format!(
-                "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ),
             &[
                 &t.id,
@@ -856,6 +901,8 @@ impl Tx for PgTx<'_> {
                 &t.revoked_at,
                 &t.suspended_at,
                 &t.scopes.join(","),
+                &t.created_by,
+                &t.last_used_at,
             ],
         )?;
         Ok(())
@@ -942,6 +989,121 @@ impl Tx for PgTx<'_> {
             )?,
         };
         rows.iter().map(token_from).collect()
+    }
+
+    fn touch_tokens(&mut self, used: &[(String, Millis)]) -> Result<()> {
+        for (id, at) in used {
+            self.exec(
+                "UPDATE tokens SET last_used_at = $2
+                 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+                &[id, at],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn secrets(&mut self, agent: Option<&AgentName>) -> Result<Vec<SecretRecord>> {
+        const COLS: &str =
+            "agent, name, environment, key_id, nonce, ciphertext, updated_at, updated_by";
+        let rows = match agent {
+            Some(a) => self.rows(
+                &format!("SELECT {COLS} FROM secrets WHERE agent = $1 ORDER BY name, environment"),
+                &[&a.as_str()],
+            )?,
+            None => self.rows(
+                &format!("SELECT {COLS} FROM secrets ORDER BY agent, name, environment"),
+                &[],
+            )?,
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(SecretRecord {
+                    agent: agent_name(get(r, 0)?)?,
+                    name: get(r, 1)?,
+                    environment: scope_from(get(r, 2)?)?,
+                    sealed: Sealed {
+                        key_id: get(r, 3)?,
+                        nonce: get(r, 4)?,
+                        ciphertext: get(r, 5)?,
+                    },
+                    updated_at: get(r, 6)?,
+                    updated_by: get(r, 7)?,
+                })
+            })
+            .collect()
+    }
+
+    fn put_secret(&mut self, s: &SecretRecord) -> Result<()> {
+        self.exec(
+            "INSERT INTO secrets (agent, name, environment, key_id, nonce, ciphertext, updated_at, updated_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (agent, name, environment) DO UPDATE SET key_id = excluded.key_id,
+                 nonce = excluded.nonce, ciphertext = excluded.ciphertext,
+                 updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+            &[
+                &s.agent.as_str(),
+                &s.name,
+                &scope_of(s.environment.as_ref()),
+                &s.sealed.key_id,
+                &s.sealed.nonce,
+                &s.sealed.ciphertext,
+                &s.updated_at,
+                &s.updated_by,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_secret(
+        &mut self,
+        agent: &AgentName,
+        name: &str,
+        env: Option<&EnvName>,
+    ) -> Result<bool> {
+        let n = self.exec(
+            "DELETE FROM secrets WHERE agent = $1 AND name = $2 AND environment = $3",
+            &[&agent.as_str(), &name, &scope_of(env)],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn audit_secret(&mut self, agent: &AgentName, a: &SecretAudit) -> Result<()> {
+        self.exec(
+            "INSERT INTO secret_audit (revision, agent, name, environment, action, actor, on_behalf_of, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &(a.revision as i64),
+                &agent.as_str(),
+                &a.name,
+                &scope_of(a.environment.as_ref()),
+                &a.action,
+                &a.actor,
+                &a.on_behalf_of,
+                &a.at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn secret_audit(&mut self, agent: &AgentName, limit: u32) -> Result<Vec<SecretAudit>> {
+        self.rows(
+            "SELECT revision, name, environment, action, actor, on_behalf_of, at
+             FROM secret_audit WHERE agent = $1 ORDER BY revision DESC LIMIT $2",
+            &[&agent.as_str(), &i64::from(limit)],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(SecretAudit {
+                revision: get::<i64>(r, 0)? as u64,
+                name: get(r, 1)?,
+                environment: scope_from(get(r, 2)?)?,
+                action: get(r, 3)?,
+                actor: get(r, 4)?,
+                on_behalf_of: get(r, 5)?,
+                at: get(r, 6)?,
+            })
+        })
+        .collect()
     }
 
     fn record_changes(&mut self, revision: u64, changes: &[Change], at: Millis) -> Result<()> {

@@ -8,7 +8,8 @@
 use super::{Backend, Error, Result, Tx, TxFn};
 use crate::domain::{
     Action, AdminTokenRecord, Agent, AgentName, EnvName, Millis, Move, Pointer, Policy,
-    PolicyChange, Role, TokenHash, TokenRecord, UndoLink, Version, VersionState,
+    PolicyChange, Role, Sealed, SecretAudit, SecretRecord, TokenHash, TokenRecord, UndoLink,
+    Version, VersionState,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::Path;
@@ -113,11 +114,33 @@ CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS secrets (
+    agent       TEXT NOT NULL REFERENCES agents (name),
+    name        TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    key_id      TEXT NOT NULL,
+    nonce       BLOB NOT NULL,
+    ciphertext  BLOB NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    updated_by  TEXT NOT NULL,
+    PRIMARY KEY (agent, name, environment)
+);
+CREATE TABLE IF NOT EXISTS secret_audit (
+    revision     INTEGER PRIMARY KEY,
+    agent        TEXT NOT NULL REFERENCES agents (name),
+    name         TEXT NOT NULL,
+    environment  TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    on_behalf_of TEXT,
+    at           INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS secret_audit_by_agent ON secret_audit (agent, revision);
 "#;
 
 /// Columns added after a table was first created: (table, column, type). Added on
 /// open when missing, so a file written by an older release keeps working.
-const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 11] = [
     ("history", "on_behalf_of", "TEXT"),
     ("history", "forced", "INTEGER NOT NULL DEFAULT 0"),
     ("versions", "health", "TEXT"),
@@ -126,6 +149,9 @@ const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
     ("tokens", "scopes", "TEXT NOT NULL DEFAULT ''"),
     ("pointers", "canary", "TEXT"),
     ("history", "weight", "INTEGER"),
+    ("versions", "inject", "TEXT"),
+    ("tokens", "created_by", "TEXT NOT NULL DEFAULT ''"),
+    ("tokens", "last_used_at", "INTEGER"),
 ];
 
 /// SQLite's errors: busy or locked (another writer holds the file past the busy
@@ -142,6 +168,20 @@ fn backend(e: rusqlite::Error) -> Error {
 /// Data in the file that the domain rejects: the file was edited by hand or is corrupt.
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::Backend(format!("stored {what} is invalid: {detail}"))
+}
+
+/// Creates `path` readable by its owner only (mode 0600) unless it exists; SQLite
+/// gives its `-wal` and `-shm` files the same mode.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    match o.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 pub struct SqliteBackend {
@@ -161,6 +201,8 @@ impl SqliteBackend {
                 })?;
             }
         }
+        create_private(Path::new(path))
+            .map_err(|e| Error::Unavailable(format!("cannot create {path}: {e}")))?;
         let conn = Connection::open(path)
             .map_err(|e| Error::Unavailable(format!("cannot open {path}: {e}")))?;
         Self::init(conn).map_err(|e| Error::Unavailable(format!("cannot use {path}: {e}")))
@@ -247,7 +289,7 @@ fn to_u32(v: Option<i64>) -> Option<u32> {
 }
 
 const VERSION_COLS: &str =
-    "agent, number, upstreams, config, description, author, digest, state, created_at, health, min_healthy";
+    "agent, number, upstreams, config, description, author, digest, state, created_at, health, min_healthy, inject";
 
 type VersionRow = (
     String,
@@ -261,6 +303,7 @@ type VersionRow = (
     i64,
     Option<String>,
     i64,
+    Option<String>,
 );
 
 fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
@@ -276,6 +319,7 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
         r.get(8)?,
         r.get(9)?,
         r.get(10)?,
+        r.get(11)?,
     ))
 }
 
@@ -292,6 +336,7 @@ fn version_from(row: VersionRow) -> Result<Version> {
         created_at,
         health,
         min_healthy,
+        inject,
     ) = row;
     Ok(Version {
         agent: agent_name(agent)?,
@@ -307,6 +352,7 @@ fn version_from(row: VersionRow) -> Result<Version> {
             .map(|h| serde_json::from_str(&h).map_err(|e| corrupt("health", e)))
             .transpose()?,
         min_healthy: u32::try_from(min_healthy).map_err(|e| corrupt("min_healthy", e))?,
+        inject: super::inject_from(inject.as_deref()).map_err(|e| corrupt("inject", e))?,
     })
 }
 
@@ -411,7 +457,7 @@ fn admin_token_from(row: AdminTokenRow) -> Result<AdminTokenRecord> {
 }
 
 const TOKEN_COLS: &str =
-    "id, hash, agent, environment, name, created_at, expires_at, revoked_at, suspended_at, scopes";
+    "id, hash, agent, environment, name, created_at, expires_at, revoked_at, suspended_at, scopes, created_by, last_used_at";
 
 type TokenRow = (
     String,
@@ -424,6 +470,8 @@ type TokenRow = (
     Option<i64>,
     Option<i64>,
     String,
+    String,
+    Option<i64>,
 );
 
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
@@ -438,12 +486,26 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         r.get(7)?,
         r.get(8)?,
         r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
     ))
 }
 
 fn token_from(row: TokenRow) -> Result<TokenRecord> {
-    let (id, hash, agent, env, name, created_at, expires_at, revoked_at, suspended_at, scopes) =
-        row;
+    let (
+        id,
+        hash,
+        agent,
+        env,
+        name,
+        created_at,
+        expires_at,
+        revoked_at,
+        suspended_at,
+        scopes,
+        created_by,
+        last_used_at,
+    ) = row;
     Ok(TokenRecord {
         id,
         hash: hash
@@ -457,6 +519,8 @@ fn token_from(row: TokenRow) -> Result<TokenRecord> {
         revoked_at,
         suspended_at,
         scopes: super::scopes_from(&scopes),
+        created_by,
+        last_used_at,
     })
 }
 
@@ -616,9 +680,10 @@ impl Tx for SqliteTx<'_> {
             serde_json::to_string(&v.upstreams).map_err(|e| Error::Backend(e.to_string()))?;
         let config = serde_json::to_string(&v.config).map_err(|e| Error::Backend(e.to_string()))?;
         let health = super::health_json(v)?;
+        let inject = super::inject_json(v)?;
         self.exec_cached(
             &format!(
-                "INSERT INTO versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                "INSERT INTO versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ),
             params![
                 v.agent.as_str(),
@@ -631,7 +696,8 @@ impl Tx for SqliteTx<'_> {
                 v.state.as_str(),
                 v.created_at,
                 health,
-                v.min_healthy
+                v.min_healthy,
+                inject
             ],
         )
         .map_err(backend)?;
@@ -913,7 +979,7 @@ impl Tx for SqliteTx<'_> {
     fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
         self.exec_cached(
             &format!(
-                "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ),
             params![
                 t.id,
@@ -925,7 +991,9 @@ impl Tx for SqliteTx<'_> {
                 t.expires_at,
                 t.revoked_at,
                 t.suspended_at,
-                t.scopes.join(",")
+                t.scopes.join(","),
+                t.created_by,
+                t.last_used_at
             ],
         )
         .map_err(backend)?;
@@ -1020,5 +1088,170 @@ impl Tx for SqliteTx<'_> {
                 token_from,
             ),
         }
+    }
+
+    fn touch_tokens(&mut self, used: &[(String, Millis)]) -> Result<()> {
+        for (id, at) in used {
+            self.exec_cached(
+                "UPDATE tokens SET last_used_at = ?2
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+                params![id, at],
+            )
+            .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    fn secrets(&mut self, agent: Option<&AgentName>) -> Result<Vec<SecretRecord>> {
+        let row = |r: &rusqlite::Row<'_>| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, String>(7)?,
+            ))
+        };
+        let from = |(agent, name, env, key_id, nonce, ciphertext, updated_at, updated_by): (
+            String,
+            String,
+            String,
+            String,
+            Vec<u8>,
+            Vec<u8>,
+            i64,
+            String,
+        )| {
+            Ok(SecretRecord {
+                agent: agent_name(agent)?,
+                name,
+                environment: scope_from(env)?,
+                sealed: Sealed {
+                    key_id,
+                    nonce,
+                    ciphertext,
+                },
+                updated_at,
+                updated_by,
+            })
+        };
+        const COLS: &str =
+            "agent, name, environment, key_id, nonce, ciphertext, updated_at, updated_by";
+        match agent {
+            Some(a) => self.collect(
+                &format!("SELECT {COLS} FROM secrets WHERE agent = ?1 ORDER BY name, environment"),
+                [a.as_str()],
+                row,
+                from,
+            ),
+            None => self.collect(
+                &format!("SELECT {COLS} FROM secrets ORDER BY agent, name, environment"),
+                [],
+                row,
+                from,
+            ),
+        }
+    }
+
+    fn put_secret(&mut self, s: &SecretRecord) -> Result<()> {
+        self.exec_cached(
+            "INSERT INTO secrets (agent, name, environment, key_id, nonce, ciphertext, updated_at, updated_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (agent, name, environment) DO UPDATE SET key_id = excluded.key_id,
+                 nonce = excluded.nonce, ciphertext = excluded.ciphertext,
+                 updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+            params![
+                s.agent.as_str(),
+                s.name,
+                scope_of(s.environment.as_ref()),
+                s.sealed.key_id,
+                s.sealed.nonce,
+                s.sealed.ciphertext,
+                s.updated_at,
+                s.updated_by
+            ],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    fn delete_secret(
+        &mut self,
+        agent: &AgentName,
+        name: &str,
+        env: Option<&EnvName>,
+    ) -> Result<bool> {
+        let n = self
+            .exec_cached(
+                "DELETE FROM secrets WHERE agent = ?1 AND name = ?2 AND environment = ?3",
+                params![agent.as_str(), name, scope_of(env)],
+            )
+            .map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    fn audit_secret(&mut self, agent: &AgentName, a: &SecretAudit) -> Result<()> {
+        self.exec_cached(
+            "INSERT INTO secret_audit (revision, agent, name, environment, action, actor, on_behalf_of, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                a.revision as i64,
+                agent.as_str(),
+                a.name,
+                scope_of(a.environment.as_ref()),
+                a.action,
+                a.actor,
+                a.on_behalf_of,
+                a.at
+            ],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    fn secret_audit(&mut self, agent: &AgentName, limit: u32) -> Result<Vec<SecretAudit>> {
+        self.collect(
+            "SELECT revision, name, environment, action, actor, on_behalf_of, at
+             FROM secret_audit WHERE agent = ?1 ORDER BY revision DESC LIMIT ?2",
+            params![agent.as_str(), limit],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            },
+            |(revision, name, env, action, actor, on_behalf_of, at)| {
+                Ok(SecretAudit {
+                    revision: revision as u64,
+                    name,
+                    environment: scope_from(env)?,
+                    action,
+                    actor,
+                    on_behalf_of,
+                    at,
+                })
+            },
+        )
+    }
+}
+
+/// A secret's scope as the table keeps it: the environment, or `''` for agent-wide.
+fn scope_of(env: Option<&EnvName>) -> &str {
+    env.map_or("", |e| e.as_str())
+}
+
+fn scope_from(s: String) -> Result<Option<EnvName>> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        env_name(s).map(Some)
     }
 }

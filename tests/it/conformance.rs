@@ -380,6 +380,7 @@ async fn tokens_snapshot_and_change_feed() {
         let m = mint().unwrap();
         let created = s
             .execute(Command::CreateToken {
+                created_by: "conformance".into(),
                 agent: agent("bot"),
                 environment: env("staging"),
                 name: "ci".into(),
@@ -604,6 +605,7 @@ async fn canaries_releases_policies_and_scopes_in_every_store() {
         let m = mint().unwrap();
         let t = s
             .execute(Command::CreateToken {
+                created_by: "conformance".into(),
                 agent: agent("bot"),
                 environment: env("staging"),
                 name: String::new(),
@@ -623,6 +625,7 @@ async fn canaries_releases_policies_and_scopes_in_every_store() {
         let m = mint().unwrap();
         let bad = s
             .execute(Command::CreateToken {
+                created_by: "conformance".into(),
                 agent: agent("bot"),
                 environment: env("staging"),
                 name: String::new(),
@@ -635,5 +638,151 @@ async fn canaries_releases_policies_and_scopes_in_every_store() {
         assert!(bad.is_err(), "{name}");
         let snap = s.snapshot().await.unwrap();
         assert_eq!(snap.pin_key.map(|k| k.len()), Some(32), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn secrets_token_uses_and_injections_in_both_stores() {
+    use switchyard::domain::{Inject, Sealed};
+    for (name, s, _, _dir) in stores("secrets_token_uses_and_injections").await {
+        s.execute(Command::CreateAgent {
+            name: agent("bot"),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+        let spec = VersionSpec {
+            upstreams: vec!["http://127.0.0.1:9".into()],
+            inject: vec![Inject {
+                header: "X-Key".into(),
+                secret: "KEY".into(),
+                format: "k={}".into(),
+            }],
+            ..Default::default()
+        };
+        s.execute(Command::CreateVersion {
+            agent: agent("bot"),
+            spec,
+            author: "t".into(),
+        })
+        .await
+        .unwrap();
+        let v = s
+            .version(
+                agent("bot"),
+                VersionRef {
+                    agent: None,
+                    number: 1,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(v.inject[0].header, "x-key", "{name}");
+        assert_eq!(v.inject[0].format, "k={}", "{name}");
+        let sealed = |tag: u8| Sealed {
+            key_id: "kabc".into(),
+            nonce: vec![tag; 12],
+            ciphertext: vec![tag, 0, 255],
+        };
+        let set = |environment: Option<EnvName>, tag: u8| Command::SetSecret {
+            agent: agent("bot"),
+            name: "KEY".into(),
+            environment,
+            sealed: sealed(tag),
+            actor: "alice".into(),
+            on_behalf_of: Some("ci".into()),
+        };
+        // missing: the deploy is refused naming it
+        let e = s.execute(deploy("bot", "staging", 1)).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Domain(DomainError::MissingSecret { names, .. }) if names == &["KEY"]),
+            "{name}: {e:?}"
+        );
+        s.execute(set(None, 1)).await.unwrap();
+        s.execute(set(Some(env("staging")), 2)).await.unwrap();
+        s.execute(set(Some(env("staging")), 3)).await.unwrap();
+        let applied = s.execute(deploy("bot", "staging", 1)).await.unwrap();
+        // the route carries the staging value, sealed as written
+        let Change::Route { extra, .. } = &applied.changes[0] else {
+            panic!("{name}")
+        };
+        let secrets = &extra.as_ref().unwrap().secrets;
+        assert_eq!(secrets.len(), 1, "{name}");
+        assert_eq!(secrets[0].sealed, sealed(3), "{name}");
+        assert_eq!(secrets[0].updated_by, "alice", "{name}");
+        let all = s.secrets(agent("bot")).await.unwrap();
+        assert_eq!(all.len(), 2, "{name}");
+        assert_eq!(
+            s.secret_key_ids().await.unwrap(),
+            ["kabc".to_owned()],
+            "{name}"
+        );
+        // the staging value may go (the agent-wide one stays); the last may not
+        let del = |environment: Option<EnvName>| Command::DeleteSecret {
+            agent: agent("bot"),
+            name: "KEY".into(),
+            environment,
+            actor: "bob".into(),
+            on_behalf_of: None,
+        };
+        s.execute(del(Some(env("staging")))).await.unwrap();
+        let e = s.execute(del(None)).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Domain(DomainError::SecretInUse { .. })),
+            "{name}: {e:?}"
+        );
+        let audit = s.secret_audit(agent("bot"), 10).await.unwrap();
+        let seen: Vec<(&str, &str, Option<&str>)> = audit
+            .iter()
+            .map(|a| {
+                (
+                    a.action.as_str(),
+                    a.actor.as_str(),
+                    a.environment.as_ref().map(|e| e.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("delete", "bob", Some("staging")),
+                ("set", "alice", Some("staging")),
+                ("set", "alice", Some("staging")),
+                ("set", "alice", None),
+            ],
+            "{name}"
+        );
+        assert_eq!(audit[3].on_behalf_of.as_deref(), Some("ci"), "{name}");
+
+        // a token's minter and last use; a use only moves it forward
+        let m = mint().unwrap();
+        s.execute(Command::CreateToken {
+            created_by: "carol".into(),
+            agent: agent("bot"),
+            environment: env("staging"),
+            name: String::new(),
+            expires_at: None,
+            id: m.id.clone(),
+            hash: m.hash,
+            scopes: vec![],
+        })
+        .await
+        .unwrap();
+        let rev = s.revision().await.unwrap();
+        s.touch_tokens(vec![(m.id.clone(), 2000), ("tok_gone".into(), 5)])
+            .await
+            .unwrap();
+        s.touch_tokens(vec![(m.id.clone(), 1000)]).await.unwrap();
+        let t = &s.tokens(agent("bot"), env("staging")).await.unwrap()[0];
+        assert_eq!(
+            (t.created_by.as_str(), t.last_used_at),
+            ("carol", Some(2000)),
+            "{name}"
+        );
+        assert_eq!(
+            s.revision().await.unwrap(),
+            rev,
+            "{name}: a use is no revision"
+        );
     }
 }

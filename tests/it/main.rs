@@ -22,6 +22,7 @@ mod plans;
 mod process;
 mod proxy;
 mod replicas;
+mod secrets;
 mod support;
 mod suspend;
 mod upstream_tls;

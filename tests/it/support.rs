@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The secret key of test gateways (base64 of 32 bytes), the same on every node.
+pub const SECRET_KEY: &str = "c3dpdGNoeWFyZC10ZXN0LWtleS0zMi1ieXRlcy1sb24=";
 
 pub struct TestGateway {
     pub client: SocketAddr,
@@ -36,6 +38,7 @@ pub struct GatewayBuilder {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     dir: Option<Arc<tempfile::TempDir>>,
     store_url: Option<String>,
+    secret_key: Option<String>,
 }
 
 impl GatewayBuilder {
@@ -62,6 +65,12 @@ impl GatewayBuilder {
     /// Uses this store (a PostgreSQL URL) instead of a SQLite file.
     pub fn store(mut self, url: &str) -> Self {
         self.store_url = Some(url.to_owned());
+        self
+    }
+
+    /// Seals secrets with this key (base64) instead of [`SECRET_KEY`]; None: no key.
+    pub fn secret_key(mut self, key: Option<&str>) -> Self {
+        self.secret_key = key.map(str::to_owned);
         self
     }
 
@@ -99,7 +108,11 @@ impl GatewayBuilder {
             None => (None, None),
         };
         let (tx, rx) = oneshot::channel::<()>();
-        let gw = Gateway::new(config, store, ADMIN_TOKEN.into());
+        let key = self
+            .secret_key
+            .map(|k| switchyard::sealing::SecretKey::from_base64(&k).expect("test key"));
+        let mut gw = Gateway::new(config, store, ADMIN_TOKEN.into()).with_secret_key(key);
+        gw.usage_flush = Duration::from_millis(200);
         let handle = tokio::spawn(async move {
             run(gw, Listeners { client, admin, tls }, async {
                 let _ = rx.await;
@@ -131,6 +144,7 @@ impl TestGateway {
             tls: None,
             dir: None,
             store_url: None,
+            secret_key: Some(SECRET_KEY.into()),
         }
     }
 
