@@ -16,6 +16,7 @@ pub mod access;
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod relay;
 pub mod stream;
 pub mod upstream;
 
@@ -80,6 +81,8 @@ pub struct Trace {
     method: Option<http::Method>,
     /// The client connection must end after this answer (HTTP/1.x framing errors).
     close: bool,
+    /// An SSE response's ticket with its slot, for the relay.
+    sse: Option<Arc<crate::routing::streams::StreamTicket>>,
 }
 
 /// Completes a request's accounting when its response body ends or is dropped: the
@@ -170,6 +173,8 @@ impl Drop for OpenStream {
 pub struct MeteredBody {
     inner: ResponseBody,
     finish: Option<Finish>,
+    /// For an SSE response: ends it with the hint when its version leaves.
+    relay: Option<Box<relay::SseRelay>>,
 }
 
 impl http_body::Body for MeteredBody {
@@ -181,7 +186,10 @@ impl http_body::Body for MeteredBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = match this.relay.as_mut() {
+            None => std::pin::Pin::new(&mut this.inner).poll_frame(cx),
+            Some(r) => r.poll(std::pin::Pin::new(&mut this.inner), cx),
+        };
         match &polled {
             std::task::Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(d), Some(f)) = (frame.data_ref(), this.finish.as_mut()) {
@@ -272,6 +280,7 @@ impl Proxy {
             upstream: None,
             method: self.access_log.is_on().then(|| req.method().clone()),
             close: false,
+            sse: None,
         };
         let forwarded = if admitted {
             self.forward(conn, req, fields, &request_id, &mut trace)
@@ -326,6 +335,10 @@ impl Proxy {
             }
         }
         let (parts, body) = resp.into_parts();
+        let relay = trace
+            .sse
+            .take()
+            .map(|t| Box::new(relay::SseRelay::new(t, Arc::clone(metrics))));
         let finish = Finish {
             status,
             request_id: self.access_log.is_on().then_some(request_id),
@@ -340,6 +353,7 @@ impl Proxy {
             MeteredBody {
                 inner: body,
                 finish: Some(finish),
+                relay,
             },
         )
     }
@@ -353,6 +367,7 @@ impl Proxy {
         r.map(|inner| MeteredBody {
             inner,
             finish: None,
+            relay: None,
         })
     }
 
@@ -499,6 +514,9 @@ impl Proxy {
         route_metrics.record_first_byte(trace.started.elapsed());
 
         let (mut parts, body) = upstream.into_parts();
+        if relay::is_event_stream(&parts.headers) {
+            trace.sse = trace.slot.as_ref().map(|s| s.streams.open(target.version));
+        }
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(&mut parts.headers, websocket && switching);
         parts
@@ -885,16 +903,22 @@ impl Proxy {
             let metrics = Arc::clone(self.table.metrics());
             // the upgraded stream outlives the HTTP connection: it holds the drain
             let hold = info.hold.clone();
+            let ticket = trace.slot.as_ref().map(|s| s.streams.open(target.version));
             tokio::spawn(async move {
                 let _hold = hold;
                 let (Ok(up), Ok(down)) = tokio::join!(upstream_upgrade, client_upgrade) else {
                     return;
                 };
                 let counted = metrics.load.open_stream();
-                let _open = OpenStream(metrics, counted);
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(up), &mut TokioIo::new(down))
-                        .await;
+                let _open = OpenStream(Arc::clone(&metrics), counted);
+                let (up, down) = (TokioIo::new(up), TokioIo::new(down));
+                match ticket {
+                    Some(t) => relay::websocket(up, down, t, metrics).await,
+                    None => {
+                        let (mut up, mut down) = (up, down);
+                        let _ = tokio::io::copy_bidirectional(&mut up, &mut down).await;
+                    }
+                }
             });
         }
         Ok(resp.map(PooledBody::unpooled))

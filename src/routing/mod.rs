@@ -29,6 +29,7 @@ use std::time::Duration;
 pub mod checks;
 pub mod health;
 pub mod release;
+pub mod streams;
 mod verified;
 
 pub use release::{Bake, Choice, PinEntry, PinKey, Pinned, Which};
@@ -149,6 +150,8 @@ pub struct Route {
     pub choice: Option<Box<Choice>>,
     /// The outcome window of the version under watch after a forward move.
     pub bake: Option<Arc<Bake>>,
+    /// How long streams on a version this route took out go on (`stream_drain_s`).
+    pub stream_drain: Duration,
 }
 
 /// A version a route can serve besides its own: the canary or a pinned version.
@@ -171,6 +174,9 @@ impl Route {
             pins: Vec::new(),
             choice: None,
             bake: None,
+            stream_drain: Duration::from_secs(
+                crate::domain::Policy::default().stream_drain_s.into(),
+            ),
         }
     }
 
@@ -220,6 +226,8 @@ pub struct Slot {
     /// version (read by the admin API for `switchyard status`).
     pub requests: AtomicU64,
     pub errors: AtomicU64,
+    /// The SSE and WebSocket streams open on this slot.
+    pub streams: streams::Streams,
     route: ArcSwap<Route>,
 }
 
@@ -234,6 +242,7 @@ impl Slot {
             environment,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            streams: streams::Streams::default(),
             route: ArcSwap::from_pointee(Route::empty()),
         }
     }
@@ -250,7 +259,7 @@ impl Slot {
     fn install(&self, route: Route) -> bool {
         let route = Arc::new(route);
         let mut installed = false;
-        self.route.rcu(|cur| {
+        let old = self.route.rcu(|cur| {
             if cur.revision <= route.revision {
                 installed = true;
                 Arc::clone(&route)
@@ -259,6 +268,12 @@ impl Slot {
                 Arc::clone(cur)
             }
         });
+        if installed {
+            let told = self.streams.moved(&old, &route);
+            if told > 0 {
+                tracing::info!(agent = %self.agent, environment = %self.environment, streams = told, drain_s = route.stream_drain.as_secs(), "streams on a version that left will end after the drain");
+            }
+        }
         installed
     }
 }
@@ -424,6 +439,14 @@ impl RoutingTable {
     pub fn token_may_pin(&self, token: &[u8]) -> bool {
         let hash = crate::domain::token::hash_token(token);
         self.token_entry(&hash).is_some_and(|e| e.may_pin)
+    }
+
+    /// Tells every open stream to end at `deadline` with `reason` (shutdown).
+    pub fn end_streams(&self, reason: streams::EndReason, deadline: tokio::time::Instant) {
+        for s in self.slots.iter() {
+            let version = streams::new_version(&s.route());
+            s.streams.end_all(reason, version, deadline);
+        }
     }
 
     /// Every slot's live route, for the background tasks that read them.
@@ -689,6 +712,7 @@ impl RoutingTable {
     ) {
         use crate::domain::Affinity;
         route.pointer_revision = e.pointer_revision;
+        route.stream_drain = Duration::from_secs(e.policy.stream_drain_s.into());
         let main = version.map(|v| v.number);
         let canary = e.canary.as_ref().map(|(c, _)| *c);
         if let Some((_, v)) = &e.canary {

@@ -377,6 +377,13 @@ pub async fn run(
         "shutting down: no new connections, draining"
     );
     let _ = stop_tx.send(true);
+    // open streams go on until just before the deadline, then end with the hint at
+    // their next boundary (the margin leaves time to reach it and write it)
+    let margin = (drain / 4).min(Duration::from_millis(500));
+    table.end_streams(
+        crate::routing::streams::EndReason::Shutdown,
+        tokio::time::Instant::now() + drain.saturating_sub(margin),
+    );
     // workers drain within the deadline themselves; the admin listener alongside
     let admin_drained = tokio::time::timeout(drain, graceful.shutdown());
     let _ = tokio::join!(admin_drained, futures_util::future::join_all(finished));

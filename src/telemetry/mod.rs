@@ -35,6 +35,7 @@ pub const CONNECTIONS: &str = "switchyard_client_connections";
 pub const OVERLOAD: &str = "switchyard_overload_rejections_total";
 pub const MOVES: &str = "switchyard_pointer_moves_total";
 pub const AUTO_ROLLBACKS: &str = "switchyard_auto_rollbacks_total";
+pub const STREAMS_ENDED: &str = "switchyard_streams_ended_total";
 pub const PINNED: &str = "switchyard_pinned_requests_total";
 pub const APPLY_LAG: &str = "switchyard_store_apply_lag_seconds";
 pub const DEPLOYMENT_INFO: &str = "switchyard_deployment_info";
@@ -246,6 +247,12 @@ impl Metrics {
         );
         describe(
             'c',
+            STREAMS_ENDED,
+            None,
+            "SSE and WebSocket streams the gateway ended with a reconnect hint, by reason (redeploy, shutdown).",
+        );
+        describe(
+            'c',
             PINNED,
             None,
             "Requests served by the version a pin named, by kind (evaluation, session).",
@@ -300,6 +307,14 @@ impl Metrics {
             }
         };
         r.register_counter(&Key::from_parts(name, l), &META)
+            .increment(1);
+    }
+
+    /// Counts a stream the gateway ended (`redeploy` or `shutdown`).
+    pub fn stream_ended(&self, reason: &str) {
+        let Some(r) = &self.recorder else { return };
+        let l = labels(&[("reason", reason)]);
+        r.register_counter(&Key::from_parts(STREAMS_ENDED, l), &META)
             .increment(1);
     }
 

@@ -23,6 +23,7 @@ mod process;
 mod proxy;
 mod replicas;
 mod secrets;
+mod streams;
 mod support;
 mod suspend;
 mod upstream_tls;

@@ -542,18 +542,25 @@ async fn sigterm_under_load_drains_requests_and_ends_streams_at_the_deadline() {
 
     // both streams end at the deadline, not before
     let sse_end = tokio::spawn(async move {
+        let mut text = Vec::new();
         loop {
             match events.frame().await {
-                Some(Ok(_)) => continue,
-                _ => return Instant::now(),
+                Some(Ok(f)) => text.extend_from_slice(f.data_ref().map_or(&[][..], |d| d)),
+                _ => return (Instant::now(), String::from_utf8(text).unwrap()),
             }
         }
     });
     let ws_end = tokio::spawn(async move {
         loop {
             match ws.next().await {
-                Some(Ok(m)) if !m.is_close() => continue,
-                _ => return Instant::now(),
+                Some(Ok(Message::Close(c))) => {
+                    return (
+                        Instant::now(),
+                        c.map(|c| (u16::from(c.code), c.reason.to_string())),
+                    )
+                }
+                Some(Ok(_)) => continue,
+                _ => return (Instant::now(), None),
             }
         }
     });
@@ -564,13 +571,20 @@ async fn sigterm_under_load_drains_requests_and_ends_streams_at_the_deadline() {
         exited <= DRAIN + Duration::from_secs(1),
         "exit {exited:?} after the signal"
     );
-    for (what, end) in [
-        ("SSE", sse_end.await.unwrap()),
-        ("WebSocket", ws_end.await.unwrap()),
-    ] {
+    // … each with its hint: the reconnect event after a whole event, close 1012
+    let (sse_at, text) = sse_end.await.unwrap();
+    assert!(
+        text.ends_with("\n\nevent: switchyard-reconnect\ndata: {\"reason\":\"shutdown\",\"version\":\"v1\"}\n\n"),
+        "{}",
+        &text[text.len().saturating_sub(200)..]
+    );
+    let (ws_at, close) = ws_end.await.unwrap();
+    assert_eq!(close, Some((1012, "shutdown".to_owned())));
+    // the hint goes out a margin before the deadline (a quarter of it, at most 500 ms)
+    for (what, end) in [("SSE", sse_at), ("WebSocket", ws_at)] {
         let at = end - signalled;
         assert!(
-            at >= DRAIN - Duration::from_millis(300) && at <= DRAIN + Duration::from_secs(1),
+            at >= DRAIN - Duration::from_millis(800) && at <= DRAIN + Duration::from_secs(1),
             "the {what} stream ended {at:?} after the signal"
         );
     }
