@@ -115,7 +115,12 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                 upstreams,
                 config,
                 description,
+                inject,
             } => {
+                let inject = inject
+                    .iter()
+                    .map(|i| parse_inject(i))
+                    .collect::<Result<Vec<_>>>()?;
                 let config: Option<Value> = match config {
                     Some(s) => {
                         let text = match s.strip_prefix('@') {
@@ -131,7 +136,7 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
                     .call(
                         Method::POST,
                         &format!("/v1/agents/{agent}/versions"),
-                        Some(json!({"upstreams": upstreams, "config": config, "description": description})),
+                        Some(json!({"upstreams": upstreams, "config": config, "description": description, "inject": inject})),
                     )
                     .await?;
                 if c.json {
@@ -198,4 +203,33 @@ async fn state_cmd(
         );
     }
     Ok(())
+}
+
+/// `HEADER=SECRET[:FORMAT]` as the API's injection object.
+fn parse_inject(s: &str) -> Result<Value> {
+    let Some((header, rest)) = s.split_once('=') else {
+        anyhow::bail!("--inject {s:?}: write HEADER=SECRET or HEADER=SECRET:FORMAT");
+    };
+    Ok(match rest.split_once(':') {
+        Some((secret, format)) => json!({"header": header, "secret": secret, "format": format}),
+        None => json!({"header": header, "secret": rest}),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injections_from_the_command_line() {
+        assert_eq!(
+            parse_inject("authorization=KEY:Bearer {}").unwrap(),
+            json!({"header": "authorization", "secret": "KEY", "format": "Bearer {}"})
+        );
+        assert_eq!(
+            parse_inject("x-key=KEY").unwrap(),
+            json!({"header": "x-key", "secret": "KEY"})
+        );
+        assert!(parse_inject("x-key").is_err());
+    }
 }

@@ -334,6 +334,10 @@ pub enum VersionsCmd {
         /// A line saying what it is.
         #[arg(long)]
         description: Option<String>,
+        /// A header set from a secret on every request: HEADER=SECRET, or
+        /// HEADER=SECRET:FORMAT with {} where the value goes ("authorization=KEY:Bearer {}").
+        #[arg(long = "inject")]
+        inject: Vec<String>,
     },
 }
 

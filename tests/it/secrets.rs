@@ -534,3 +534,101 @@ async fn tokens_say_who_minted_them_and_when_they_were_last_used() {
     assert_eq!(list().await["last_used_at"], used["last_used_at"]);
     g.stop().await;
 }
+
+/// The CLI: a version with `--inject`, a value piped on stdin (never a flag), the list
+/// and the audit without values, a refused delete with the API's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sets_values_from_stdin_and_never_prints_them() {
+    use std::io::Write;
+    let g = TestGateway::start().await;
+    let up = echo_upstream("v1").await;
+    let (s, _) = g.post("/v1/agents", json!({"name": "bot"})).await;
+    assert_eq!(s, 201);
+    let admin = g.admin;
+    let cli = move |args: Vec<String>, stdin: Option<String>| {
+        tokio::task::spawn_blocking(move || {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                .args(&args)
+                .env("SWITCHYARD_ADMIN_URL", format!("http://{admin}"))
+                .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut input = child.stdin.take().unwrap();
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).unwrap();
+            }
+            drop(input);
+            let out = child.wait_with_output().unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        })
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (code, out) = cli(
+        args(&[
+            "versions",
+            "create",
+            "bot",
+            "--upstream",
+            &format!("http://{up}"),
+            "--inject",
+            "authorization=MODEL_KEY:Bearer {}",
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(
+        args(&["secret", "set", "bot", "MODEL_KEY", "--env", "staging"]),
+        Some(format!("{MODEL_KEY}\n")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(MODEL_KEY), "{out}");
+    g.deploy("bot", "staging", "v1").await;
+    let (token, _) = g.token("bot", "staging").await;
+    // the trailing line end of stdin is not part of the value
+    let h = upstream_saw(&g, &token, &[]).await;
+    assert_eq!(h["authorization"], format!("Bearer {MODEL_KEY}"));
+    for a in [
+        &["secret", "list", "bot"][..],
+        &["secret", "audit", "bot"][..],
+    ] {
+        let (code, out) = cli(args(a), None).await.unwrap();
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("MODEL_KEY") && out.contains("staging"),
+            "{out}"
+        );
+        assert!(!out.contains(MODEL_KEY), "{out}");
+    }
+    let (code, out) = cli(
+        args(&["secret", "delete", "bot", "MODEL_KEY", "--env", "staging"]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("secret_in_use") || out.contains("v1 in staging"),
+        "{out}"
+    );
+    // nothing on stdin: a clear refusal, nothing sent
+    let (code, out) = cli(
+        args(&["secret", "set", "bot", "OTHER"]),
+        Some(String::new()),
+    )
+    .await
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(out.contains("no value given"), "{out}");
+    g.stop().await;
+}
