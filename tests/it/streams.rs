@@ -13,7 +13,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An SSE upstream: events `data: <label>:<n>:xxx…` of `size` bytes each (before the
 /// blank line), each written in `piece`-byte chunks `gap` apart, until the client goes.
-async fn sse_upstream(label: &'static str, size: usize, piece: usize, gap: Duration) -> SocketAddr {
+pub(crate) async fn sse_upstream(
+    label: &'static str,
+    size: usize,
+    piece: usize,
+    gap: Duration,
+) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up = l.local_addr().unwrap();
     tokio::spawn(async move {
