@@ -160,6 +160,15 @@ pub fn tls_acceptor_from(
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// Tells systemd (`Type=notify`, `NOTIFY_SOCKET`) where the gateway stands: ready
+/// once the state is loaded and client traffic is served, stopping when the drain
+/// starts. Nothing without a service manager.
+fn notify_service_manager(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!(error.detail = %e, "the service manager could not be told");
+    }
+}
+
 /// Writes the tokens used since the last round to the store, every `every`: at most
 /// one write per token per minute, all in one transaction. A failed write is dropped
 /// (the figure is approximate) and logged.
@@ -273,6 +282,7 @@ pub async fn run(
         }
         table.set_feed_revision(snap.revision);
         ready.store(true, Ordering::Release);
+        notify_service_manager(&[sd_notify::NotifyState::Ready]);
         tracing::info!(
             revision = snap.revision,
             routes = table.slot_count(),
@@ -372,6 +382,7 @@ pub async fn run(
         }
     }
     let drain = config.limits.drain_timeout();
+    notify_service_manager(&[sd_notify::NotifyState::Stopping]);
     tracing::info!(
         drain_ms = drain.as_millis() as u64,
         "shutting down: no new connections, draining"

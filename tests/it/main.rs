@@ -26,4 +26,5 @@ mod secrets;
 mod streams;
 mod support;
 mod suspend;
+mod systemd;
 mod upstream_tls;
