@@ -82,7 +82,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// TLS client listener; off when empty.
@@ -91,6 +91,19 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+    /// How often the two files are checked for a change, ms (0: only on SIGHUP).
+    pub watch_interval_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            cert: None,
+            key: None,
+            watch_interval_ms: 2000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -10,7 +10,8 @@ use switchyard::bootstrap::{
 };
 use switchyard::cli::ClientCmd;
 use switchyard::config::{parse_addr, Config};
-use switchyard::server::{run, tls_acceptor, Gateway, Listeners};
+use switchyard::server::tls::CertStore;
+use switchyard::server::{run, Gateway, Listeners};
 use switchyard::store::Store;
 
 const DEFAULT_CONFIG: &str = "config/switchyard.toml";
@@ -151,7 +152,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         let client = bind("listen", cfg.listen.clone())?;
         let admin = bind("admin_listen", cfg.admin_listen.clone())?;
         let tls = match (&cfg.tls.listen, &cfg.tls.cert, &cfg.tls.key) {
-            (Some(l), Some(c), Some(k)) => Some((bind("tls.listen", l.clone())?, tls_acceptor(c, k)?)),
+            (Some(l), Some(c), Some(k)) => {
+                // reloaded on SIGHUP and when the files change, for the life of the process
+                let certs = CertStore::load(c, k)?;
+                let acceptor = certs.acceptor()?;
+                let every = std::time::Duration::from_millis(cfg.tls.watch_interval_ms);
+                tokio::spawn(certs.watch(every));
+                Some((bind("tls.listen", l.clone())?, acceptor))
+            }
             _ => None,
         };
         let client_addr = client.local_addr()?;

@@ -16,6 +16,7 @@ mod accept;
 mod conn;
 mod detect;
 mod shutdown;
+pub mod tls;
 
 use crate::admin::Admin;
 use crate::config::Config;
@@ -124,24 +125,6 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
-}
-
-/// Builds a rustls server config with ALPN `h2` and `http/1.1` from PEM files.
-pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, Error> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| Error::Tls(format!("tls.cert {}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(Error::Tls(format!(
-            "tls.cert {}: no certificate found",
-            cert.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| Error::Tls(format!("tls.key {}: {e}", key.display())))?;
-    tls_acceptor_from(certs, key)
 }
 
 /// Builds a rustls server config from DER certificates and a key.

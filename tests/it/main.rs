@@ -5,6 +5,7 @@ mod admin;
 mod alerts;
 mod attribution;
 mod canary;
+mod cert_reload;
 mod commit;
 mod conformance;
 mod desync;
