@@ -5,6 +5,7 @@
 //! admin tokens, whoami); [`http`] calls the API and [`output`] prints.
 
 mod catalog;
+mod declarative;
 pub mod http;
 mod moves;
 pub mod output;
@@ -293,6 +294,28 @@ pub enum ClientCmd {
         #[command(flatten)]
         c: ClientOpts,
     },
+    /// Write the deployment state as one JSON document (never secrets or tokens).
+    Export {
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Make the store match a document `export` wrote: prints the plan, then applies it.
+    Apply {
+        /// The document (- for stdin).
+        #[arg(short = 'f', long = "file")]
+        file: String,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Move past the health gate, as --force does for a deploy.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
 }
 
 #[derive(Subcommand)]
@@ -457,6 +480,8 @@ impl ClientCmd {
             | Self::Start { c, .. }
             | Self::Environments { c }
             | Self::AdminToken { c, .. }
+            | Self::Export { c, .. }
+            | Self::Apply { c, .. }
             | Self::Whoami { c } => c,
         }
     }
@@ -499,5 +524,12 @@ async fn dispatch(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Result<(
         | C::History { .. } => moves::run(cmd, c, api).await,
         C::Token { .. } | C::AdminToken { .. } | C::Whoami { .. } => tokens::run(cmd, c, api).await,
         C::Secret { action, .. } => secrets::run(action, c, api).await,
+        C::Export { agent, .. } => declarative::export(agent, api).await,
+        C::Apply {
+            file,
+            dry_run,
+            force,
+            ..
+        } => declarative::apply(&file, dry_run, c.yes, force, c, api).await,
     }
 }

@@ -148,8 +148,9 @@ async fn secrets_are_injected_with_the_environment_winning_and_rotate_without_a_
     let (_, after) = g
         .get_admin("/v1/agents/bot/environments/staging/history")
         .await;
+    assert_eq!(before["entries"].as_array().unwrap().len(), 1);
     assert_eq!(
-        before["history"], after["history"],
+        before["entries"], after["entries"],
         "a rotation is not a move"
     );
 
