@@ -19,6 +19,7 @@ pub mod error;
 mod gate;
 mod identities;
 mod moves;
+pub mod openapi;
 mod ops;
 mod secrets;
 mod tokens;
@@ -159,6 +160,15 @@ impl Admin {
             ["healthz"] => return ops::healthz(&method),
             ["readyz"] => return ops::readyz(self, &method),
             ["metrics"] => return ops::metrics(self, &method),
+            // the contract itself is public: clients are generated from it
+            ["v1", "openapi.json"] if method == Method::GET || method == Method::HEAD => {
+                static DOC: std::sync::LazyLock<Bytes> = std::sync::LazyLock::new(|| {
+                    Bytes::from(serde_json::to_vec(&openapi::document()).unwrap_or_default())
+                });
+                let mut r = Response::new(Full::new(DOC.clone()));
+                r.headers_mut().insert(CONTENT_TYPE, JSON);
+                return Ok(r);
+            }
             ["v1", rest @ ..] => rest,
             _ => {
                 return Err(ApiError::not_found(format!(
@@ -352,7 +362,7 @@ fn known_path(segs: &[&str]) -> bool {
             | ["agents", _, "versions"]
             | ["agents", _, "versions", _]
             | ["agents", _, "versions", _, "diff", _]
-            | ["agents", _, "versions", _, "stop" | "start"]
+            | ["agents", _, "versions", _, "stop" | "start" | "health"]
             | [
                 "agents",
                 _,

@@ -19,6 +19,7 @@ mod http2;
 mod identity;
 mod limits;
 mod metrics;
+mod openapi;
 mod outcome;
 mod plans;
 mod process;
