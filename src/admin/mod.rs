@@ -15,6 +15,7 @@
 
 mod agents;
 pub mod autoroll;
+mod console;
 pub mod error;
 mod gate;
 mod identities;
@@ -154,8 +155,21 @@ impl Admin {
     {
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or("").to_owned();
-        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = req.method().clone();
+        if let Some(file) = path.strip_prefix("/ui/") {
+            return console::serve(&method, file).ok_or_else(|| {
+                ApiError::not_found(format!("no such endpoint: {}", truncate_path(&path)))
+            });
+        }
+        if path == "/ui" {
+            // the console's asset URLs are relative to /ui/
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            r.headers_mut()
+                .insert(http::header::LOCATION, HeaderValue::from_static("/ui/"));
+            return Ok(r);
+        }
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let rest = match segs.as_slice() {
             ["healthz"] => return ops::healthz(&method),
             ["readyz"] => return ops::readyz(self, &method),

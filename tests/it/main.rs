@@ -8,6 +8,7 @@ mod canary;
 mod cert_reload;
 mod commit;
 mod conformance;
+mod console;
 mod declarative;
 mod desync;
 mod durability;
