@@ -120,6 +120,20 @@ with sync_playwright() as p:
     print(f"cli move visible after {seen_after:.2f} s")
     shot(page, "console-agent")
 
+    # a canary in staging: started at 10 %, then aborted, each through its plan
+    card(page, "staging").get_by_role("button", name="Canary", exact=True).click()
+    page.locator("#pick-version").select_option("v1")
+    page.locator("#pick-weight").fill("10")
+    page.get_by_role("button", name="Show the plan", exact=True).click()
+    expect(page.locator("#plan")).to_contain_text("canary_start")
+    page.locator("#confirm-move").click()  # staging is not protected: no name to type
+    expect(card(page, "staging")).to_contain_text("canary v1 at 10 %")
+    card(page, "staging").get_by_role("button", name="Abort canary", exact=True).click()
+    expect(page.locator("#plan")).to_contain_text("canary_abort")
+    page.locator("#confirm-move").click()
+    expect(card(page, "staging")).not_to_contain_text("canary v1")
+    expect(page.locator("#history details[data-env=staging] tbody tr").first).to_contain_text("canary_abort")
+
     # the diff of two versions, changed fields marked
     page.locator("#diff-from").select_option("v1")
     page.locator("#diff-to").select_option("v2")
