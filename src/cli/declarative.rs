@@ -37,15 +37,7 @@ pub(super) async fn export(agent: Option<String>, api: &AdminClient) -> Result<(
 /// The state of every agent (or one) as the document.
 async fn document(only: Option<String>, api: &AdminClient) -> Result<Value> {
     let envs = pipeline(api).await?;
-    let names: Vec<String> = match only {
-        Some(a) => vec![a],
-        None => api.get("/v1/agents").await?["agents"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a["name"].as_str().map(str::to_owned))
-            .collect(),
-    };
+    let names = super::http::agent_names(api, only).await?;
     let mut agents = Vec::new();
     for name in names {
         let snap = api.get(&format!("/v1/agents/{name}")).await?;
@@ -321,12 +313,7 @@ async fn plan(file: &Value, envs: &[(String, bool)], api: &AdminClient) -> Resul
     let mut creates = Vec::new();
     let (mut starts, mut policies, mut aborts, mut moves, mut canaries, mut stops) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let existing_agents: Vec<String> = api.get("/v1/agents").await?["agents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["name"].as_str().map(str::to_owned))
-        .collect();
+    let existing_agents = super::http::agent_names(api, None).await?;
     for a in file["agents"].as_array().into_iter().flatten() {
         let agent = a["name"]
             .as_str()

@@ -97,3 +97,16 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     }
     cur.to_string()
 }
+
+/// `only` when given, else the name of every agent the API lists.
+pub async fn agent_names(api: &AdminClient, only: Option<String>) -> Result<Vec<String>> {
+    Ok(match only {
+        Some(a) => vec![a],
+        None => api.get("/v1/agents").await?["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["name"].as_str().map(str::to_owned))
+            .collect(),
+    })
+}

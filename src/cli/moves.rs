@@ -203,15 +203,7 @@ pub(super) async fn run(cmd: ClientCmd, c: &ClientOpts, api: &AdminClient) -> Re
         ClientCmd::Status {
             agent, interval, ..
         } => {
-            let agents: Vec<String> = match agent {
-                Some(a) => vec![a],
-                None => api.get("/v1/agents").await?["agents"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|a| a["name"].as_str().map(str::to_owned))
-                    .collect(),
-            };
+            let agents = super::http::agent_names(api, agent).await?;
             let sample = |agents: Vec<String>| async move {
                 let mut out = Vec::new();
                 for a in &agents {

@@ -290,13 +290,15 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
             actor,
             on_behalf_of,
         } => {
-            require_agent(tx, &agent)?;
-            secret::check_name("name", &name)?;
-            if let Some(e) = &environment {
-                p.get(e.as_str())?;
-            }
-            check_text("actor", &actor)?;
-            check_text("on_behalf_of", on_behalf_of.as_deref().unwrap_or(""))?;
+            check_secret_write(
+                tx,
+                p,
+                &agent,
+                &name,
+                environment.as_ref(),
+                &actor,
+                &on_behalf_of,
+            )?;
             let revision = tx.bump_revision()?;
             let record = SecretRecord {
                 agent: agent.clone(),
@@ -307,18 +309,16 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
                 updated_by: actor.clone(),
             };
             tx.put_secret(&record)?;
-            tx.audit_secret(
-                &agent,
-                &SecretAudit {
-                    revision,
-                    name,
-                    environment: environment.clone(),
-                    action: "set".into(),
-                    actor,
-                    on_behalf_of,
-                    at: now,
-                },
-            )?;
+            let audit = SecretAudit {
+                revision,
+                name,
+                environment: environment.clone(),
+                action: "set".into(),
+                actor,
+                on_behalf_of,
+                at: now,
+            };
+            tx.audit_secret(&agent, &audit)?;
             let changes = secret_routes(tx, p, &agent, environment.as_ref(), revision)?;
             Ok(Applied {
                 outcome: Outcome::Secret(record.info()),
@@ -333,13 +333,15 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
             actor,
             on_behalf_of,
         } => {
-            require_agent(tx, &agent)?;
-            secret::check_name("name", &name)?;
-            if let Some(e) = &environment {
-                p.get(e.as_str())?;
-            }
-            check_text("actor", &actor)?;
-            check_text("on_behalf_of", on_behalf_of.as_deref().unwrap_or(""))?;
+            check_secret_write(
+                tx,
+                p,
+                &agent,
+                &name,
+                environment.as_ref(),
+                &actor,
+                &on_behalf_of,
+            )?;
             let all = tx.secrets(Some(&agent))?;
             if !all
                 .iter()
@@ -358,18 +360,16 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
             }
             tx.delete_secret(&agent, &name, environment.as_ref())?;
             let revision = tx.bump_revision()?;
-            tx.audit_secret(
-                &agent,
-                &SecretAudit {
-                    revision,
-                    name,
-                    environment: environment.clone(),
-                    action: "delete".into(),
-                    actor,
-                    on_behalf_of,
-                    at: now,
-                },
-            )?;
+            let audit = SecretAudit {
+                revision,
+                name,
+                environment: environment.clone(),
+                action: "delete".into(),
+                actor,
+                on_behalf_of,
+                at: now,
+            };
+            tx.audit_secret(&agent, &audit)?;
             let changes = secret_routes(tx, p, &agent, environment.as_ref(), revision)?;
             Ok(Applied {
                 outcome: Outcome::Deleted,
@@ -393,6 +393,26 @@ pub fn execute(tx: &mut dyn Tx, p: &Pipeline, cmd: Command, now: Millis) -> Resu
             })
         }
     }
+}
+
+/// What every secret write checks: the agent exists, the name is one, the scope is a
+/// stage of the pipeline, and the free texts fit.
+fn check_secret_write(
+    tx: &mut dyn Tx,
+    p: &Pipeline,
+    agent: &AgentName,
+    name: &str,
+    scope: Option<&EnvName>,
+    actor: &str,
+    on_behalf_of: &Option<String>,
+) -> Result<()> {
+    require_agent(tx, agent)?;
+    secret::check_name("name", name)?;
+    if let Some(e) = scope {
+        p.get(e.as_str())?;
+    }
+    check_text("actor", actor)?;
+    check_text("on_behalf_of", on_behalf_of.as_deref().unwrap_or(""))
 }
 
 /// The routes a secret write in `scope` (None: agent-wide) changes: those of every

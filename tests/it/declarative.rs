@@ -8,26 +8,11 @@ use http::Method;
 use serde_json::{json, Value};
 use std::io::Write;
 
-fn cli(admin: std::net::SocketAddr, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .env("SWITCHYARD_ADMIN_URL", format!("http://{admin}"))
-        .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("cli runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 async fn run(admin: std::net::SocketAddr, args: &[&str]) -> (i32, String, String) {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli(admin, &a)
+        crate::process::cli(admin, ADMIN_TOKEN, &a)
     })
     .await
     .unwrap()

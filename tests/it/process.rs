@@ -54,7 +54,11 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     assert!(!b.log_text().contains(t["token"].as_str().unwrap()));
 }
 
-fn cli(admin: std::net::SocketAddr, token: &str, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn cli(
+    admin: std::net::SocketAddr,
+    token: &str,
+    args: &[&str],
+) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
         .env("SWITCHYARD_ADMIN_URL", format!("http://{admin}"))
@@ -393,35 +397,6 @@ async fn deploy_on(b: &Binary, name: &str, up: std::net::SocketAddr) -> String {
     b.token(name, "staging").await.0
 }
 
-/// An upstream that streams server-sent events, one every 100 ms, until the
-/// connection goes away.
-async fn endless_events() -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let _ = s.read(&mut buf).await;
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                if s.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                for n in 0u64.. {
-                    let data = format!("data: {n}\n\n");
-                    let chunk = format!("{:x}\r\n{data}\r\n", data.len());
-                    if s.write_all(chunk.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            });
-        }
-    });
-    up
-}
-
 /// A WebSocket upstream that echoes every message.
 async fn websocket_echo() -> std::net::SocketAddr {
     use futures_util::{SinkExt, StreamExt};
@@ -460,7 +435,12 @@ async fn sigterm_under_load_drains_requests_and_ends_streams_at_the_deadline() {
     let mut b = Binary::start(dir.path(), "[limits]\ndrain_timeout_ms = 2000").await;
     let (up, seen) = counting_upstream("v1").await;
     let token = deploy_on(&b, "load", up).await;
-    let sse_token = deploy_on(&b, "events", endless_events().await).await;
+    let sse_token = deploy_on(
+        &b,
+        "events",
+        crate::streams::sse_upstream("v1", 16, 16, Duration::from_millis(100)).await,
+    )
+    .await;
     let ws_token = deploy_on(&b, "socket", websocket_echo().await).await;
 
     // the streams, open before the signal
