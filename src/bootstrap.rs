@@ -125,7 +125,7 @@ pub fn print_demo(client: &std::net::SocketAddr, admin: &std::net::SocketAddr, t
          cargo run -q -- rollback demo-agent production --yes{admin_flag}\n\n\
          See what is live and how it got there:\n  \
          cargo run -q -- status demo-agent{admin_flag}\n  \
-         cargo run -q -- history demo-agent production{admin_flag}\n"
+         cargo run -q -- history demo-agent production{admin_flag}\n\n         Or open the console at http://{admin}/ui/ and sign in with the admin token\n         (SWITCHYARD_ADMIN_TOKEN, or the admin.token file beside the store).\n"
     );
 }
 
