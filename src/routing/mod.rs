@@ -12,8 +12,10 @@
 //!
 //! This module knows no HTTP server or client, no connection pool and no SQL: an
 //! endpoint's connection pool is an opaque handle that the proxy made
-//! ([`Endpoints`]) and reads back; from the `http` crate it takes only `HeaderValue`,
-//! for the header values built once per route.
+//! ([`Endpoints`]) and reads back; from the `http` crate it takes only `HeaderValue`
+//! and `HeaderName`, for the header fields built once per route (labels, and the
+//! headers a version injects from its secrets, opened with the node's key when the
+//! route is built).
 
 use crate::domain::{
     now_ms, AgentName, Change, EnvName, Millis, TokenHash, TokenRecord, Version, VersionState,
