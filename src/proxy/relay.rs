@@ -358,18 +358,18 @@ where
         }
     };
     tokio::pin!(client_to_up);
+    tokio::pin!(up_to_client);
     tokio::select! {
-        ended = up_to_client => {
-            if ended {
-                // the client's close reply may still reach the upstream, briefly
-                let _ = tokio::time::timeout(Duration::from_secs(1), &mut client_to_up).await;
-            } else {
-                let _ = tokio::time::timeout(Duration::from_secs(5), &mut client_to_up).await;
-            }
+        ended = &mut up_to_client => {
+            // after the close frame the client's reply may still reach the upstream,
+            // briefly; after the upstream's own end, what the client still sends
+            let wait = Duration::from_secs(if ended { 1 } else { 5 });
+            let _ = tokio::time::timeout(wait, &mut client_to_up).await;
         }
         _ = &mut client_to_up => {
-            // the client is done sending; the upstream's last frames still go out,
-            // but not for ever
+            // the client is done sending: the upstream's frames still go out, until
+            // it ends or a move or shutdown ends the stream
+            let _ = (&mut up_to_client).await;
         }
     }
 }
