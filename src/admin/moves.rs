@@ -248,15 +248,12 @@ fn move_request(
                 ("to", b.to.is_some()),
                 ("to_version", b.to_version.is_some()),
             ])?;
-            let v = b
-                .version
-                .as_deref()
-                .ok_or_else(|| ApiError::bad_request("version: missing field `version`"))?;
+            let v = required_version(&b)?;
             let w = b
                 .weight
                 .ok_or_else(|| ApiError::bad_request("weight: missing field `weight`"))?;
             MoveKind::Canary {
-                version: VersionRef::parse("version", v)?,
+                version: v,
                 weight: crate::domain::release::parse_weight("weight", w)?,
             }
         }
@@ -278,13 +275,8 @@ fn move_request(
                 ("to", b.to.is_some()),
                 ("to_version", b.to_version.is_some()),
             ])?;
-            let v = b
-                .version
-                .as_deref()
-                .ok_or_else(|| ApiError::bad_request("version: missing field `version`"))?;
-            MoveKind::Deploy {
-                version: VersionRef::parse("version", v)?,
-            }
+            let v = required_version(&b)?;
+            MoveKind::Deploy { version: v }
         }
         "promote" => {
             refuse(&[
@@ -339,6 +331,15 @@ fn move_request(
 }
 
 /// `?limit=N&before=REV` of a history request.
+/// The body's `version`, which the move needs.
+fn required_version(b: &MoveBody) -> Result<VersionRef, ApiError> {
+    let v = b
+        .version
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("version: missing field `version`"))?;
+    Ok(VersionRef::parse("version", v)?)
+}
+
 fn history_query(q: &str) -> Result<(u32, Option<u64>), ApiError> {
     let mut limit = HISTORY_PAGE;
     let mut before = None;

@@ -6,8 +6,8 @@ first failed expectation. Screenshots go to --shots.
 """
 import argparse
 import os
+import re
 import subprocess
-import sys
 import time
 
 from playwright.sync_api import expect, sync_playwright
@@ -102,8 +102,9 @@ with sync_playwright() as p:
     page.keyboard.press("Enter")
     expect(page.locator("#type-env")).to_be_focused()
     page.keyboard.type("production")
-    page.keyboard.press("Tab")  # to Cancel … no: the confirm button follows Cancel
-    page.locator("#confirm-move").focus()
+    page.keyboard.press("Tab")  # Cancel
+    page.keyboard.press("Tab")  # the confirm button, enabled by the typed name
+    expect(page.locator("#confirm-move")).to_be_focused()
     page.keyboard.press("Enter")
     expect(card(page, "production").locator(".live")).to_have_text("v1")
     expect(page.locator("#history details[data-env=production] tbody tr").first).to_contain_text("rollback")
@@ -146,7 +147,7 @@ with sync_playwright() as p:
     page.locator("#token-name").fill("from-the-console")
     page.get_by_role("button", name="Mint token", exact=True).click()
     minted = page.locator("#minted-token")
-    expect(minted).to_have_text(__import__("re").compile(r"^swy_[0-9a-f]{64}$"))
+    expect(minted).to_have_text(re.compile(r"^swy_[0-9a-f]{64}$"))
     expect(page.get_by_text("only time the token is shown")).to_be_visible()
     secret = minted.inner_text()
     page.get_by_role("button", name="Copy", exact=True).click()
