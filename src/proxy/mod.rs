@@ -15,6 +15,7 @@
 pub mod access;
 pub mod body;
 pub mod error;
+pub mod h1;
 pub mod headers;
 pub mod relay;
 pub mod stream;
@@ -41,7 +42,7 @@ use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use upstream::{BoxError, ConnectError, PooledBody, SendFailure, UpstreamPool};
+use upstream::{BoxError, ConnectError, PooledBody, SendFailure, UpstreamError, UpstreamPool};
 
 /// What the client receives: the upstream's body streamed, or a gateway answer.
 pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
@@ -473,11 +474,16 @@ impl Proxy {
         if fields.underscored {
             drop_underscored(h, self.config.underscore_fields);
         }
-        h.reserve(10); // what we add below, in one growth
-        h.remove(AUTHORIZATION);
-        // `host` is set to the upstream's when the request is sent
+        // the fields the gateway sets are written after the client's when the head is
+        // encoded (`host` and `authorization` of the client's are left out there)
+        let mut added = Added {
+            replace: fields.sent,
+            authorization_in_map: false,
+            fields: [None, None, None, None, None, None, None],
+        };
         if self.config.trust_forwarded {
             fields.append_hop(h, conn, forwarded_host);
+            added.replace &= !FORWARDED_BITS;
         } else {
             if fields.forwarded {
                 // the client's `forwarded` is replaced like its x-forwarded-* (rare)
@@ -486,27 +492,29 @@ impl Proxy {
                     None => h.remove(http::header::FORWARDED),
                 };
             }
-            fields.set(h, SET_FORWARDED_FOR, conn.forwarded_for.clone());
-            fields.set(h, SET_FORWARDED_PROTO, conn.proto.clone());
-            match forwarded_host {
-                Some(v) => fields.set(h, SET_FORWARDED_HOST, v),
-                None => fields.unset(h, SET_FORWARDED_HOST),
-            }
+            added.fields[SET_FORWARDED_FOR] = Some(conn.forwarded_for.clone());
+            added.fields[SET_FORWARDED_PROTO] = Some(conn.proto.clone());
+            added.fields[SET_FORWARDED_HOST] = forwarded_host;
         }
-        fields.set(h, SET_REQUEST_ID, request_id.clone());
-        fields.set(h, SET_AGENT, agent_header);
-        fields.set(h, SET_ENVIRONMENT, environment_header);
-        fields.set(h, SET_VERSION, target.label.clone());
-        for (name, value) in target.inject.iter() {
-            // replaces whatever the client sent under that name
-            h.insert(name, value.clone());
+        added.fields[SET_REQUEST_ID] = Some(request_id.clone());
+        added.fields[SET_AGENT] = Some(agent_header);
+        added.fields[SET_ENVIRONMENT] = Some(environment_header);
+        added.fields[SET_VERSION] = Some(target.label.clone());
+        if !target.inject.is_empty() {
+            // an injected field may be `authorization`: the client's goes first here
+            h.remove(AUTHORIZATION);
+            added.authorization_in_map = true;
+            for (name, value) in target.inject.iter() {
+                // replaces whatever the client sent under that name
+                h.insert(name, value.clone());
+            }
         }
 
         let upstream = if websocket {
             // boxed: the rare path must not grow every request's future
-            Box::pin(self.websocket(conn, req, route_metrics, target, trace)).await
+            Box::pin(self.websocket(conn, req, &added, route_metrics, target, trace)).await
         } else {
-            self.send(req, route_metrics, target, trace).await
+            self.send(req, &added, route_metrics, target, trace).await
         };
         // upstream failures were counted where they happened, once each; a client's
         // own body failing is not the upstream's error and was not counted
@@ -648,6 +656,7 @@ impl Proxy {
     async fn send(
         &self,
         req: Request<Incoming>,
+        added: &Added,
         metrics: &RouteMetrics,
         target: &Target,
         trace: &mut Trace,
@@ -706,7 +715,6 @@ impl Proxy {
             let Some(pool) = ep.handle.downcast_ref::<UpstreamPool>() else {
                 return Err(foreign_endpoint(ep));
             };
-            req.headers_mut().insert(HOST, pool.host.clone());
             let outstanding = ep.state.begin();
             // why this attempt failed, and whether the request is still unsent
             let (failure, unsent) = loop {
@@ -739,45 +747,44 @@ impl Proxy {
                         }
                     }
                 };
-                match up.send(req, deadline.into()).await {
-                    Ok(resp) => {
+                match up.send(req, &pool.host, added, deadline.into()).await {
+                    Ok(head) => {
                         let Ok(pool) = Arc::clone(&ep.handle).downcast::<UpstreamPool>() else {
                             return Err(foreign_endpoint(ep));
                         };
-                        if resp.status().is_server_error() {
-                            self.failed(trace, target, i, resp.status().as_str());
+                        if head.parts.status.is_server_error() {
+                            self.failed(trace, target, i, head.parts.status.as_str());
                         } else {
                             ep.state.succeeded();
                         }
-                        return Ok(resp.map(|b| PooledBody::new(b, up, pool).holding(outstanding)));
+                        let body = PooledBody::new(&head, up, pool).holding(outstanding);
+                        return Ok(Response::from_parts(head.parts, body));
                     }
-                    Err(SendFailure::Failed(mut e)) => match e.take_message() {
-                        // an idle connection that the upstream had closed: a new one
-                        Some(back) if !fresh => req = back,
-                        Some(back) => {
-                            metrics.upstream_error(K::Reset);
-                            self.failed(trace, target, i, "connection closed before the request");
-                            break ((ProxyError::UpstreamUnavailable, K::Reset), Some(back));
+                    // an idle connection that the upstream had closed: a new one
+                    Err(SendFailure::Unsent(back)) if !fresh => req = *back,
+                    Err(SendFailure::Unsent(back)) => {
+                        metrics.upstream_error(K::Reset);
+                        self.failed(trace, target, i, "connection closed before the request");
+                        break ((ProxyError::UpstreamUnavailable, K::Reset), Some(*back));
+                    }
+                    Err(SendFailure::Failed(e)) => {
+                        let (err, kind) = classify_upstream_error(&e);
+                        if err.is_client_side() {
+                            // the client's body broke mid-stream: its error, not the
+                            // upstream's (the upstream connection is discarded)
+                            tracing::debug!(upstream.addr = %ep.addr, error.code = err.parts().1, error.detail = %error_chain(&e), "client body failed while streaming");
+                            return Err((err, kind));
                         }
-                        None => {
-                            let (err, kind) = classify_upstream_error(e.error());
-                            if err.is_client_side() {
-                                // the client's body broke mid-stream: its error, not the
-                                // upstream's (the upstream connection is discarded)
-                                tracing::debug!(upstream.addr = %ep.addr, error.code = err.parts().1, error.detail = %error_chain(e.error()), "client body failed while streaming");
-                                return Err((err, kind));
-                            }
-                            let detail = error_chain(e.error());
-                            tracing::warn!(upstream.addr = %ep.addr, error.kind = kind.as_str(), error.detail = %detail, "upstream call failed");
-                            metrics.upstream_error(kind);
-                            self.failed(trace, target, i, &detail);
-                            if kind != K::Reset {
-                                return Err((err, kind));
-                            }
-                            // closed before any response byte: a GET may go elsewhere
-                            break ((err, kind), None);
+                        let detail = error_chain(&e);
+                        tracing::warn!(upstream.addr = %ep.addr, error.kind = kind.as_str(), error.detail = %detail, "upstream call failed");
+                        metrics.upstream_error(kind);
+                        self.failed(trace, target, i, &detail);
+                        if kind != K::Reset {
+                            return Err((err, kind));
                         }
-                    },
+                        // closed before any response byte: a GET may go elsewhere
+                        break ((err, kind), None);
+                    }
                     Err(SendFailure::TimedOut) => {
                         tracing::warn!(upstream.addr = %ep.addr, error.kind = "timeout", "upstream did not answer in time");
                         metrics.upstream_error(K::Timeout);
@@ -852,6 +859,7 @@ impl Proxy {
         &self,
         info: &ConnInfo,
         mut req: Request<Incoming>,
+        added: &Added,
         metrics: &RouteMetrics,
         target: &Target,
         trace: &mut Trace,
@@ -890,7 +898,7 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(pq);
-        req.headers_mut().insert(HOST, pool.host.clone());
+        added.apply(req.headers_mut(), &pool.host);
         let send = sender.send_request(req);
         let mut resp =
             match tokio::time::timeout(self.limits.upstream_response_timeout(), send).await {
@@ -943,6 +951,72 @@ const SET_REQUEST_ID: usize = 3;
 const SET_AGENT: usize = 4;
 const SET_ENVIRONMENT: usize = 5;
 const SET_VERSION: usize = 6;
+/// The `x-forwarded-*` fields among [`SET`].
+const FORWARDED_BITS: u8 = 0b111;
+
+/// The fields the gateway sets on a forwarded request, in [`SET`]'s order. They are
+/// written after the client's own fields when the upstream head is encoded, and the
+/// client's `host`, `authorization` and those of [`Added::replace`] are left out
+/// there: no map entry is inserted or removed for them on a request's way.
+pub struct Added {
+    /// Bits of [`SET`]: the client's fields of these names are not forwarded.
+    replace: u8,
+    /// The client's `authorization` is already gone from the map, and one there now
+    /// is the gateway's (an injected secret): it is forwarded.
+    authorization_in_map: bool,
+    fields: [Option<HeaderValue>; 7],
+}
+
+impl Added {
+    /// Whether the client's field `name` is left out of the upstream head.
+    #[inline]
+    pub fn drops(&self, name: &HeaderName) -> bool {
+        *name == HOST
+            || (*name == AUTHORIZATION && !self.authorization_in_map)
+            || (self.replace != 0
+                && SET
+                    .iter()
+                    .enumerate()
+                    .any(|(i, s)| self.replace & (1 << i) != 0 && s == name))
+    }
+
+    /// The fields to write, in order.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static HeaderName, &HeaderValue)> {
+        SET.iter()
+            .zip(self.fields.iter())
+            .filter_map(|(n, v)| Some((n, v.as_ref()?)))
+    }
+
+    /// Only the request id set (and nothing of the client's replaced but `host` and
+    /// `authorization`).
+    #[cfg(test)]
+    pub fn request_id(id: &'static str) -> Self {
+        let mut a = Self {
+            replace: 0,
+            authorization_in_map: false,
+            fields: [None, None, None, None, None, None, None],
+        };
+        a.fields[SET_REQUEST_ID] = Some(HeaderValue::from_static(id));
+        a
+    }
+
+    /// The same edits made in a map (a WebSocket handshake goes through hyper's client).
+    #[cold]
+    fn apply(&self, h: &mut HeaderMap, host: &HeaderValue) {
+        if !self.authorization_in_map {
+            h.remove(AUTHORIZATION);
+        }
+        h.insert(HOST, host.clone());
+        for (i, name) in SET.iter().enumerate() {
+            if self.replace & (1 << i) != 0 {
+                h.remove(name);
+            }
+        }
+        for (name, value) in self.fields() {
+            h.append(name, value.clone());
+        }
+    }
+}
 
 /// [`Fields::control`]: the client sent a session key.
 const CONTROL_SESSION: u8 = 1;
@@ -1038,15 +1112,6 @@ impl Fields {
         }
     }
 
-    /// Sets a field the gateway sets ([`SET`]`[i]`), replacing the client's values.
-    fn set(&self, h: &mut HeaderMap, i: usize, v: HeaderValue) {
-        if self.sent & (1 << i) != 0 {
-            h.insert(&SET[i], v);
-        } else {
-            h.append(&SET[i], v);
-        }
-    }
-
     /// `[proxy] trust_forwarded`: this hop appended to the client's `x-forwarded-for`
     /// and `forwarded`; the client's `x-forwarded-proto` and `-host` kept when sent.
     fn append_hop(&self, h: &mut HeaderMap, conn: &ConnInfo, host: Option<HeaderValue>) {
@@ -1063,13 +1128,6 @@ impl Fields {
             if let Some(v) = host {
                 h.append(&SET[SET_FORWARDED_HOST], v);
             }
-        }
-    }
-
-    /// Removes the client's values of a field the gateway sets ([`SET`]`[i]`).
-    fn unset(&self, h: &mut HeaderMap, i: usize) {
-        if self.sent & (1 << i) != 0 {
-            h.remove(&SET[i]);
         }
     }
 
@@ -1163,23 +1221,17 @@ fn classify_body_error(
 }
 
 /// Maps an upstream failure to what the client is told and the metric's kind.
-fn classify_upstream_error(e: &hyper::Error) -> (ProxyError, UpstreamErrorKind) {
-    if let Some(client_side) = classify_body_error(e) {
-        return client_side;
-    }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(h) = c.downcast_ref::<hyper::Error>() {
-            if h.is_parse() || h.is_parse_status() {
-                return (ProxyError::UpstreamUnavailable, UpstreamErrorKind::Protocol);
-            }
-            if h.is_timeout() {
-                return (ProxyError::UpstreamTimeout, UpstreamErrorKind::Timeout);
-            }
+fn classify_upstream_error(e: &UpstreamError) -> (ProxyError, UpstreamErrorKind) {
+    match e {
+        UpstreamError::Body(b) => classify_body_error(&**b)
+            .unwrap_or((ProxyError::BadRequest, UpstreamErrorKind::Protocol)),
+        UpstreamError::Protocol(_) => {
+            (ProxyError::UpstreamUnavailable, UpstreamErrorKind::Protocol)
         }
-        cur = c.source();
+        UpstreamError::Io(_) | UpstreamError::Closed | UpstreamError::Truncated => {
+            (ProxyError::UpstreamUnavailable, UpstreamErrorKind::Reset)
+        }
     }
-    (ProxyError::UpstreamUnavailable, UpstreamErrorKind::Reset)
 }
 
 /// The envelope for a gateway-made answer.

@@ -2,13 +2,15 @@
 //! endpoint, one idle list per worker thread.
 //!
 //! A connection is driven by the request that holds it, inside that request's task:
-//! sending the request, reading the answer and streaming its body are polls of the
-//! client connection's task, with no second task and no hand-off between tasks per
-//! request. Consequently a connection belongs to the worker that opened it and is only
-//! reused by that worker. Checkout pops the newest idle connection (LIFO keeps the
-//! warm ones warm); the connection goes back when the response body has ended.
-//! Idle connections are not polled by anyone: a checkout finds out whether the
-//! upstream closed one meanwhile (its request is then handed back unsent), and each
+//! the request head is written from the request straight into the connection's
+//! buffer ([`super::h1`]), the answer's head is parsed out of the bytes read, and its
+//! body is read by the client connection's task as it writes it out; no second task
+//! and no channel per request. Consequently a connection belongs to the worker that
+//! opened it and is only reused by that worker. Checkout pops the newest idle
+//! connection (LIFO keeps the warm ones warm); the connection goes back when the
+//! response body has ended with nothing unread after it. Idle connections are not
+//! polled by anyone: a checkout finds out whether the upstream closed one meanwhile
+//! (one read that would block; the request is then handed back unsent), and each
 //! worker sweeps its idle lists every few seconds so closed sockets do not linger.
 //! Locks: one `std::sync::Mutex` per (endpoint, worker), held for a push, a pop or a
 //! sweep, never across an `.await`; uncontended, since only its worker touches it.
@@ -16,41 +18,58 @@
 //! Pools are shared by every route that names the same address, so a pointer move
 //! between versions on the same upstream keeps its warm connections.
 
+use super::h1::{self, Chunks, Decoded, Framing, ProtocolError, RequestFraming};
 use super::stream::{tls_target, TlsClient, TlsTarget, UpstreamStream};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
-use futures_util::task::AtomicWaker;
 use http::uri::Authority;
 use http::HeaderValue;
-use http::{Request, Response};
+use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use tokio_util::io::poll_read_buf;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What the gateway sends upstream: the client's body under the size and idle limits.
 pub type UpstreamBody = super::body::ClientBody;
-type Sender = http1::SendRequest<UpstreamBody>;
-type Connection = http1::Connection<TokioIo<UpstreamStream>, UpstreamBody>;
-/// A request the connection could not take, handed back unsent when it can be.
-pub type SendError = hyper::client::conn::TrySendError<Request<UpstreamBody>>;
 
 /// Why [`Upstream::send`] brought no response head.
 pub enum SendFailure {
-    /// The connection failed or refused the request (which is inside when unsent).
+    /// The connection was closed before the request was written: here it is, whole.
     /// Boxed: it is rare, and carries the whole request.
-    Failed(Box<SendError>),
+    Unsent(Box<Request<UpstreamBody>>),
+    /// The exchange failed after the request was handed over.
+    Failed(UpstreamError),
     /// The deadline passed first.
     TimedOut,
+}
+
+/// Why an exchange with an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream connection failed: {0}")]
+    Io(#[source] std::io::Error),
+    /// The upstream closed the connection before a whole response head.
+    #[error("upstream closed the connection before answering")]
+    Closed,
+    /// The upstream closed the connection before the body's announced end.
+    #[error("upstream closed the connection in the middle of the body")]
+    Truncated,
+    #[error("invalid response from upstream: {0}")]
+    Protocol(#[source] ProtocolError),
+    /// The client's request body failed while it was being sent (its error inside).
+    #[error("the request body failed: {0}")]
+    Body(#[source] BoxError),
 }
 
 /// Why a new upstream connection could not be made.
@@ -60,7 +79,6 @@ pub enum ConnectError {
     Timeout,
     /// The TLS handshake failed, or the endpoint cannot have one (the reason).
     Tls(String),
-    Handshake(hyper::Error),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -69,77 +87,23 @@ impl std::fmt::Display for ConnectError {
             Self::Refused(e) => write!(f, "connect failed: {e}"),
             Self::Timeout => f.write_str("connect timed out"),
             Self::Tls(why) => write!(f, "TLS handshake failed: {why}"),
-            Self::Handshake(e) => write!(f, "handshake failed: {e}"),
         }
     }
 }
 
-/// Routes the wakeups of a connection that is driven inside a request's task.
-///
-/// The connection's own channels (the request queue, the response, the body) signal
-/// one another while the task polls it; passing those on would only make the task
-/// poll itself once more. A wakeup that arrives while the task is inside the
-/// connection is noted instead and the connection is polled again at once; one that
-/// arrives from outside (the socket, through the runtime's I/O driver) wakes the task
-/// that drove the connection last, if it still holds it.
-#[derive(Default)]
-struct Relay {
-    task: AtomicWaker,
-    busy: AtomicBool,
-    woken: AtomicBool,
-}
-
-impl Wake for Relay {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.busy.load(Ordering::Acquire) {
-            self.woken.store(true, Ordering::Release);
-        } else {
-            self.task.wake();
-        }
-    }
-}
-
-/// Rounds of polling in one go before the task yields to others.
-const ROUNDS: usize = 32;
-
-/// hyper's halves of one connection.
-struct Io {
-    sender: Sender,
-    /// `None` once the connection has ended (closed by either side, or failed);
-    /// dropping it hands back what it still held: a request not yet written comes
-    /// back to its sender, a body being received ends.
-    conn: Option<Connection>,
-}
-
-impl Io {
-    /// Lets the connection read and write what it can; `false` once it has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(conn) = &mut self.conn {
-            if let Poll::Ready(r) = Pin::new(conn).poll(cx) {
-                self.conn = None;
-                if let Err(e) = r {
-                    tracing::debug!(error.detail = %e, "upstream connection ended");
-                }
-            }
-        }
-        self.conn.is_some()
-    }
-
-    fn is_open(&self) -> bool {
-        self.conn.is_some() && !self.sender.is_closed()
-    }
-}
+/// How much is read at a time, at least.
+const READ_SIZE: usize = 8 * 1024;
+/// At most, when a body's announced length is larger.
+const MAX_READ_SIZE: usize = 64 * 1024;
 
 /// One keep-alive connection to an upstream, driven by whoever holds it: the
 /// request that sends on it, then its response body until the body ends.
 pub struct Upstream {
-    io: Io,
-    relay: Arc<Relay>,
-    waker: Waker,
+    io: UpstreamStream,
+    /// Bytes read and not yet taken: the rest of a response.
+    rd: BytesMut,
+    /// The request head, and body pieces, on their way out (kept for its capacity).
+    wr: Vec<u8>,
     /// A request has been sent on it (a new connection takes its first one at once).
     used: bool,
     /// The response-head deadline of the request in flight: one timer per connection,
@@ -148,82 +112,74 @@ pub struct Upstream {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
+/// The request side of one exchange while it is being written.
+struct Outgoing {
+    framing: RequestFraming,
+    /// How much of `wr` is written.
+    written: usize,
+    /// The head has been written whole: the request can no longer be handed back.
+    head_out: bool,
+    /// The body has ended and its last bytes are in `wr`.
+    body_done: bool,
+}
+
 impl Upstream {
-    fn new(sender: Sender, conn: Connection) -> Self {
-        let relay = Arc::new(Relay::default());
+    fn new(io: UpstreamStream) -> Self {
         Self {
-            io: Io {
-                sender,
-                conn: Some(conn),
-            },
-            waker: Waker::from(Arc::clone(&relay)),
-            relay,
+            io,
+            rd: BytesMut::new(),
+            wr: Vec::new(),
             used: false,
             timer: None,
         }
     }
 
-    /// Polls `step` (the connection and what it feeds) until it is ready or nothing
-    /// it touched asked for another round. The socket wakes the task of `cx`.
-    fn run<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut step: impl FnMut(&mut Io, &mut Context<'_>) -> Poll<T>,
-    ) -> Poll<T> {
-        self.relay.task.register(cx.waker());
-        let mut inner = Context::from_waker(&self.waker);
-        for _ in 0..ROUNDS {
-            self.relay.woken.store(false, Ordering::Relaxed);
-            self.relay.busy.store(true, Ordering::Release);
-            let r = step(&mut self.io, &mut inner);
-            self.relay.busy.store(false, Ordering::Release);
-            if r.is_ready() || !self.relay.woken.load(Ordering::Acquire) {
-                return r;
-            }
-        }
-        // still more to do: let the worker's other tasks run first
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
-    /// Lets go of the task that drove the connection: from now on its socket wakes
-    /// nobody until the connection is next checked out. `false` when it has ended.
-    fn release(&mut self) -> bool {
-        self.relay.task.take();
-        self.io.is_open()
-    }
-
-    /// Waits (briefly) until a used connection has finished its last exchange and
-    /// takes another request. Rare: the exchange normally ends in the same poll that
-    /// reads the end of the response.
-    async fn ready(&mut self) -> bool {
-        let wait = std::future::poll_fn(|cx| {
-            self.run(cx, |io, cx| {
-                if !io.drive(cx) {
-                    return Poll::Ready(false);
-                }
-                io.sender.poll_ready(cx).map(|r| r.is_ok())
-            })
-        });
+    /// Whether an idle connection is still usable: no byte and no end arrived while
+    /// it was idle (one read that would block, with nobody to wake).
+    fn still_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.rd.clear();
+        self.rd.reserve(READ_SIZE);
         matches!(
-            tokio::time::timeout(Duration::from_millis(100), wait).await,
-            Ok(true)
+            poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.rd),
+            Poll::Pending
         )
     }
 
-    /// Sends one request and waits, until `deadline`, for the response head, driving
-    /// the connection meanwhile. A request the connection could not take is in the
-    /// error.
+    /// Reads what the socket has into `rd`: `Ok(false)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<std::io::Result<bool>> {
+        let want = want.clamp(READ_SIZE, MAX_READ_SIZE);
+        if self.rd.capacity() - self.rd.len() < want / 2 {
+            self.rd.reserve(want);
+        }
+        poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rd).map_ok(|n| n > 0)
+    }
+
+    /// Sends one request and waits, until `deadline`, for the response head, writing
+    /// the request body meanwhile. A request the connection could not take is handed
+    /// back in [`SendFailure::Unsent`].
     pub async fn send(
         &mut self,
-        req: Request<UpstreamBody>,
+        mut req: Request<UpstreamBody>,
+        host: &HeaderValue,
+        added: &super::Added,
         deadline: Instant,
-    ) -> Result<Response<Incoming>, SendFailure> {
-        if self.used && !self.io.sender.is_ready() {
-            // when it is still not ready, the request comes back unsent below
-            self.ready().await;
+    ) -> Result<h1::Head, SendFailure> {
+        if self.used && !self.still_open() {
+            return Err(SendFailure::Unsent(Box::new(req)));
         }
         self.used = true;
+        self.rd.clear();
+        self.wr.clear();
+        let framing = h1::request_framing(&req);
+        h1::encode_head(&mut self.wr, &req, host, added, framing);
+        let mut out = Outgoing {
+            framing,
+            written: 0,
+            head_out: false,
+            body_done: framing == RequestFraming::Empty,
+        };
+        let head_len = self.wr.len();
         let mut timer = match self.timer.take() {
             Some(mut t) => {
                 t.as_mut().reset(deadline);
@@ -231,25 +187,113 @@ impl Upstream {
             }
             None => Box::pin(tokio::time::sleep_until(deadline)),
         };
-        // unconstrained: the answer is polled right after the connection delivers it,
-        // and a spent task budget must not turn that poll into another round
-        let answer = tokio::task::unconstrained(self.io.sender.try_send_request(req));
-        let mut answer = std::pin::pin!(answer);
+        // Err(None): the deadline passed
         let r = std::future::poll_fn(|cx| {
-            self.run(cx, |io, cx| {
-                io.drive(cx);
-                if let Poll::Ready(r) = answer.as_mut().poll(cx) {
-                    return Poll::Ready(r.map_err(|e| SendFailure::Failed(Box::new(e))));
-                }
-                // polled with the connection's waker: once the connection is back in
-                // the pool, a timer that comes due wakes nobody
-                let due = std::pin::pin!(tokio::task::unconstrained(timer.as_mut()));
-                due.poll(cx).map(|()| Err(SendFailure::TimedOut))
-            })
+            if let Err(e) = self.poll_write_request(cx, &mut req, &mut out, head_len) {
+                return Poll::Ready(Err(Some(e)));
+            }
+            if let Poll::Ready(r) = self.poll_head(cx, req.method()) {
+                return Poll::Ready(r.map_err(Some));
+            }
+            timer.as_mut().poll(cx).map(|()| Err(None))
         })
         .await;
         self.timer = Some(timer);
-        r
+        match r {
+            Ok(mut head) => {
+                if !out.body_done || out.written < self.wr.len() {
+                    // answered before the whole request was sent: the rest never will
+                    // be, so the connection cannot carry another request
+                    head.keep_alive = false;
+                }
+                Ok(head)
+            }
+            // nothing of the request went out whole: it can go elsewhere
+            Err(Some(UpstreamError::Io(_))) if !out.head_out => {
+                Err(SendFailure::Unsent(Box::new(req)))
+            }
+            Err(Some(e)) => Err(SendFailure::Failed(e)),
+            Err(None) => Err(SendFailure::TimedOut),
+        }
+    }
+
+    /// Writes what can be written of the request: the rest of `wr`, then body pieces
+    /// as the client's body yields them.
+    fn poll_write_request(
+        &mut self,
+        cx: &mut Context<'_>,
+        req: &mut Request<UpstreamBody>,
+        out: &mut Outgoing,
+        head_len: usize,
+    ) -> Result<(), UpstreamError> {
+        loop {
+            while out.written < self.wr.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.wr[out.written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Err(UpstreamError::Io(std::io::ErrorKind::WriteZero.into()))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        out.written += n;
+                        if out.written >= head_len {
+                            out.head_out = true;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Err(UpstreamError::Io(e)),
+                    Poll::Pending => return Ok(()),
+                }
+            }
+            if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
+                return Err(UpstreamError::Io(e));
+            }
+            if out.body_done {
+                return Ok(());
+            }
+            self.wr.clear();
+            out.written = 0;
+            match Pin::new(req.body_mut()).poll_frame(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Some(Err(e))) => return Err(UpstreamError::Body(e)),
+                Poll::Ready(Some(Ok(frame))) => {
+                    // trailers are not forwarded (the `trailer` field that would announce
+                    // them is hop-by-hop)
+                    if let Ok(data) = frame.into_data() {
+                        match out.framing {
+                            RequestFraming::Chunked => h1::encode_chunk(&mut self.wr, &data),
+                            _ => self.wr.extend_from_slice(&data),
+                        }
+                    }
+                }
+                Poll::Ready(None) => {
+                    if out.framing == RequestFraming::Chunked {
+                        self.wr.extend_from_slice(h1::LAST_CHUNK);
+                    }
+                    out.body_done = true;
+                }
+            }
+        }
+    }
+
+    /// Reads until a whole response head is in.
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        method: &http::Method,
+    ) -> Poll<Result<h1::Head, UpstreamError>> {
+        loop {
+            if !self.rd.is_empty() {
+                match h1::parse_head(&mut self.rd, method) {
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(UpstreamError::Protocol(e))),
+                }
+            }
+            match self.poll_fill(cx, READ_SIZE) {
+                Poll::Ready(Ok(true)) => {}
+                Poll::Ready(Ok(false)) => return Poll::Ready(Err(UpstreamError::Closed)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(UpstreamError::Io(e))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -302,20 +346,11 @@ impl UpstreamPool {
     /// closed while it was idle is found out when it is sent on: the request comes
     /// back unsent.
     pub fn checkout(&self) -> Option<Box<Upstream>> {
-        let mut idle = self.slot().lock().ok()?;
-        while let Some(up) = idle.pop() {
-            if up.io.is_open() {
-                return Some(up);
-            }
-        }
-        None
+        self.slot().lock().ok()?.pop()
     }
 
     /// Puts a connection back after its response has ended.
-    pub fn give_back(&self, mut up: Box<Upstream>) {
-        if !up.release() {
-            return;
-        }
+    pub fn give_back(&self, up: Box<Upstream>) {
         if let Ok(mut idle) = self.slot().lock() {
             if idle.len() < self.max_idle {
                 idle.push(up);
@@ -327,8 +362,7 @@ impl UpstreamPool {
     /// polled once, with no task to wake.
     pub fn sweep(&self) {
         if let Ok(mut idle) = self.slot().lock() {
-            let mut cx = Context::from_waker(Waker::noop());
-            idle.retain_mut(|up| up.io.drive(&mut cx) && up.io.is_open());
+            idle.retain_mut(|up| up.still_open());
         }
     }
 
@@ -364,11 +398,8 @@ impl UpstreamPool {
     /// Opens a new connection on this worker.
     pub async fn connect(&self, timeout: Duration) -> Result<Box<Upstream>, ConnectError> {
         let stream = self.open(timeout).await?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        // boxed: a connection's state is large and moves with every request
-        Ok(Box::new(Upstream::new(sender, conn)))
+        // boxed: it moves with every request, and with the body into the response
+        Ok(Box::new(Upstream::new(stream)))
     }
 }
 
@@ -437,98 +468,208 @@ impl Pools {
     }
 }
 
-/// An upstream response body that drives its connection while it is read and
-/// returns the connection to the pool when it ends.
+/// An upstream response body, read off its connection by the client connection's task
+/// as it writes it out; the connection goes back to the pool when the body has ended
+/// with nothing after it and the upstream keeps it open.
 pub struct PooledBody {
-    inner: Incoming,
-    ret: Option<(Box<Upstream>, Arc<UpstreamPool>)>,
+    state: BodyState,
     /// The request counted against its endpoint until the body ends.
     held: Option<crate::routing::health::Outstanding>,
 }
 
+enum BodyState {
+    /// Nothing (more) to send.
+    Done,
+    /// The whole body, read with the head (the connection is back in the pool).
+    Whole(Bytes),
+    /// Still to be read from the connection.
+    Reading(Reading),
+    /// An upgrade's answer, read by hyper's client (WebSocket handshakes).
+    Hyper(Incoming),
+}
+
+struct Reading {
+    up: Box<Upstream>,
+    pool: Arc<UpstreamPool>,
+    decoder: Decoder,
+    keep_alive: bool,
+}
+
+enum Decoder {
+    /// Bytes left.
+    Length(u64),
+    Chunked(Chunks),
+    /// Until the upstream closes.
+    Close,
+}
+
 impl PooledBody {
-    pub fn new(inner: Incoming, up: Box<Upstream>, pool: Arc<UpstreamPool>) -> Self {
-        let mut b = Self {
-            inner,
-            ret: Some((up, pool)),
-            held: None,
+    /// The body of `head`, read from `up` (whose buffer holds what came after the
+    /// head). A body already read whole, or an empty one, frees the connection now.
+    pub fn new(head: &h1::Head, mut up: Box<Upstream>, pool: Arc<UpstreamPool>) -> Self {
+        let keep_alive = head.keep_alive;
+        let decoder = match head.framing {
+            Framing::Empty => Decoder::Length(0),
+            Framing::Length(n) => Decoder::Length(n),
+            Framing::Chunked => Decoder::Chunked(Chunks::Size),
+            Framing::Close => Decoder::Close,
         };
-        if b.inner.is_end_stream() {
-            b.give_back();
-        }
-        b
+        let state = match decoder {
+            Decoder::Length(n) if n <= up.rd.len() as u64 => {
+                // in the buffer already: the usual small answer
+                let whole = up.rd.split_to(n as usize).freeze();
+                if keep_alive && up.rd.is_empty() {
+                    pool.give_back(up);
+                }
+                if whole.is_empty() {
+                    BodyState::Done
+                } else {
+                    BodyState::Whole(whole)
+                }
+            }
+            decoder => BodyState::Reading(Reading {
+                up,
+                pool,
+                decoder,
+                keep_alive,
+            }),
+        };
+        Self { state, held: None }
     }
 
     /// A body whose connection is not pooled (upgrades: driven by its own task).
     pub fn unpooled(inner: Incoming) -> Self {
         Self {
-            inner,
-            ret: None,
+            state: BodyState::Hyper(inner),
             held: None,
         }
     }
 
     /// Keeps the request counted against its endpoint until the body ends.
     pub fn holding(mut self, o: crate::routing::health::Outstanding) -> Self {
-        if self.ret.is_some() {
+        if matches!(self.state, BodyState::Reading(_)) {
             self.held = Some(o);
         }
         self
     }
 
-    fn give_back(&mut self) {
+    /// The body has ended: the connection goes back when it can carry another request.
+    fn finish(&mut self) {
         self.held = None;
-        if let Some((up, pool)) = self.ret.take() {
-            pool.give_back(up);
+        if let BodyState::Reading(r) = std::mem::replace(&mut self.state, BodyState::Done) {
+            if r.keep_alive && r.up.rd.is_empty() {
+                r.pool.give_back(r.up);
+            }
+        }
+    }
+}
+
+impl Reading {
+    /// The next piece of the body; `None` at its end.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, UpstreamError>>> {
+        let up = &mut self.up;
+        loop {
+            let want = match &mut self.decoder {
+                Decoder::Length(0) => return Poll::Ready(None),
+                Decoder::Length(left) => {
+                    if !up.rd.is_empty() {
+                        let n = usize::try_from(*left)
+                            .unwrap_or(usize::MAX)
+                            .min(up.rd.len());
+                        *left -= n as u64;
+                        return Poll::Ready(Some(Ok(up.rd.split_to(n).freeze())));
+                    }
+                    usize::try_from(*left).unwrap_or(usize::MAX)
+                }
+                Decoder::Chunked(c) => match c.decode(&mut up.rd) {
+                    Ok(Decoded::Data(d)) => return Poll::Ready(Some(Ok(d))),
+                    Ok(Decoded::End) => return Poll::Ready(None),
+                    Ok(Decoded::More) => READ_SIZE,
+                    Err(e) => return Poll::Ready(Some(Err(UpstreamError::Protocol(e)))),
+                },
+                Decoder::Close => {
+                    if !up.rd.is_empty() {
+                        return Poll::Ready(Some(Ok(up.rd.split().freeze())));
+                    }
+                    MAX_READ_SIZE
+                }
+            };
+            match up.poll_fill(cx, want) {
+                Poll::Ready(Ok(true)) => {}
+                Poll::Ready(Ok(false)) => {
+                    return Poll::Ready(match self.decoder {
+                        Decoder::Close => None,
+                        _ => Some(Err(UpstreamError::Truncated)),
+                    })
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(UpstreamError::Io(e)))),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let inner = &mut this.inner;
-        let r = match &mut this.ret {
-            Some((up, _)) => {
-                let r = up.run(cx, |io, cx| match Pin::new(&mut *inner).poll_frame(cx) {
-                    Poll::Pending => {
-                        io.drive(cx);
-                        Pin::new(&mut *inner).poll_frame(cx)
-                    }
-                    ready => ready,
-                });
-                if r.is_pending() && up.io.conn.is_none() {
-                    // the connection is gone: dropping it ends the body
-                    this.ret = None;
-                    Pin::new(&mut this.inner).poll_frame(cx)
-                } else {
-                    r
-                }
+        match &mut this.state {
+            BodyState::Done => Poll::Ready(None),
+            BodyState::Whole(_) => {
+                let BodyState::Whole(b) = std::mem::replace(&mut this.state, BodyState::Done)
+                else {
+                    return Poll::Ready(None);
+                };
+                Poll::Ready(Some(Ok(Frame::data(b))))
             }
-            // not pooled: the connection runs in a task of its own
-            None => Pin::new(&mut this.inner).poll_frame(cx),
-        };
-        match &r {
-            Poll::Ready(None) => this.give_back(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
-            Poll::Ready(Some(Err(_))) => this.ret = None,
-            _ => {}
+            BodyState::Reading(r) => match r.poll_next(cx) {
+                Poll::Ready(Some(Ok(d))) => {
+                    if matches!(r.decoder, Decoder::Length(0)) {
+                        this.finish();
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(d))))
+                }
+                Poll::Ready(None) => {
+                    this.finish();
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    // the connection is in an unknown state: it closes
+                    this.state = BodyState::Done;
+                    this.held = None;
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            BodyState::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.state {
+            BodyState::Done => true,
+            BodyState::Whole(_) => false,
+            BodyState::Reading(r) => matches!(r.decoder, Decoder::Length(0)),
+            BodyState::Hyper(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.state {
+            BodyState::Done => SizeHint::with_exact(0),
+            BodyState::Whole(b) => SizeHint::with_exact(b.len() as u64),
+            BodyState::Reading(Reading {
+                decoder: Decoder::Length(n),
+                ..
+            }) => SizeHint::with_exact(*n),
+            BodyState::Reading(_) => SizeHint::default(),
+            BodyState::Hyper(b) => b.size_hint(),
+        }
     }
 }
 

@@ -31,4 +31,5 @@ mod streams;
 mod support;
 mod suspend;
 mod systemd;
+mod upstream_h1;
 mod upstream_tls;
