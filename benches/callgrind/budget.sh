@@ -5,6 +5,8 @@
 #   KEEP=/tmp/prof bash benches/callgrind/budget.sh   (keeps the callgrind output)
 #   WORKERS=2 bash benches/callgrind/budget.sh        (the same load over two workers)
 #   REPLICAS=3 bash benches/callgrind/budget.sh       (a version with three endpoints)
+#   REFUSED=1 bash benches/callgrind/budget.sh        (an unknown token: 401 answers)
+#   ACCESS_LOG=1 bash benches/callgrind/budget.sh     (the access log on, to a file)
 #
 # Counts the instructions the gateway executes per proxied request (valgrind's
 # callgrind: instructions, not seconds, so the noise of a shared machine does not blur
@@ -72,7 +74,7 @@ pids+=($!)
 cat > "$W/gw.toml" <<EOF
 workers = ${WORKERS:-1}
 [log]
-access_log = false
+access_log = $([ -n "${ACCESS_LOG:-}" ] && echo true || echo false)
 EOF
 SWITCHYARD_ADMIN_TOKEN=budget-admin valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$W/cg.out" "$BIN" serve --config "$W/gw.toml" \
@@ -96,6 +98,7 @@ admin /v1/agents/budget/environments/sandbox/deploy '{"version":"v1"}' >/dev/nul
 TOKEN=$(admin /v1/agents/budget/environments/sandbox/tokens '{}' |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
 
+[ -n "${REFUSED:-}" ] && TOKEN=swy_unknown_to_this_gateway
 load() {
     h2load --h1 -n "$1" -c 32 -t 1 -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$GW/"
 }
@@ -105,9 +108,10 @@ load "$N" > "$W/h2load.out" 2>&1
 callgrind_control -i off "$GWP" > /dev/null
 callgrind_control -d "$GWP" > /dev/null
 sleep 1
-ok=$(awk '/^status codes:/ {print $3}' "$W/h2load.out")
+# the answers expected: 2xx, or 4xx for REFUSED
+ok=$(awk -v col="$([ -n "${REFUSED:-}" ] && echo 7 || echo 3)" '/^status codes:/ {print $col}' "$W/h2load.out")
 if [ "${ok:-0}" != "$N" ]; then
-    echo "budget: only ${ok:-0} of $N requests answered 2xx"
+    echo "budget: only ${ok:-0} of $N requests answered as expected ($([ -n "${REFUSED:-}" ] && echo 4xx || echo 2xx))"
     tail -n 20 "$W/h2load.out" "$W/logs/gw.log"
     exit 1
 fi

@@ -205,7 +205,8 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, P
             continue;
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+        // room for the two fields the proxy adds (`x-switchyard-version`, `x-request-id`)
+        let mut headers = HeaderMap::with_capacity(count + 2);
         let mut length: Option<u64> = None;
         let mut chunked = None;
         let mut close = minor == 0;

@@ -252,9 +252,9 @@ async fn answers_that_could_be_read_two_ways_are_refused() {
     // response is cut too (its connection closed), never completed
     let addr = g.url("/").replace("http://", "");
     let addr = addr.trim_end_matches('/');
-    // (hyper writes a head with the first body bytes: a chunk that fails before any
-    // data leaves nothing written at all)
-    for (path, ends) in [("/truncated", Some("half")), ("/bad-chunk", None)] {
+    // (hyper writes the head with the first body bytes, after polling the body once
+    // more: when the failure is found then, nothing at all is written)
+    for path in ["/truncated", "/bad-chunk"] {
         let mut s = TcpStream::connect(addr).await.unwrap();
         let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
@@ -262,20 +262,19 @@ async fn answers_that_could_be_read_two_ways_are_refused() {
         let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
         assert!(read.is_ok(), "{path}: the client connection was left open");
         let text = String::from_utf8_lossy(&got);
-        match ends {
-            Some(ends) => {
-                assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text}");
-                assert!(text.ends_with(ends), "{path}: {text}");
-            }
-            None => assert!(
-                text.is_empty() || text.starts_with("HTTP/1.1 200"),
-                "{path}: {text}"
+        if text.is_empty() {
+            continue;
+        }
+        assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text}");
+        let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+        match path {
+            // announced 10 bytes
+            "/truncated" => assert!(body.len() < 10, "{path}: {text}"),
+            _ => assert!(
+                !body.ends_with("0\r\n\r\n"),
+                "{path}: ended as if whole: {text}"
             ),
         }
-        assert!(
-            !text.contains("0\r\n\r\n"),
-            "{path}: ended as if whole: {text}"
-        );
     }
     g.stop().await;
 }
