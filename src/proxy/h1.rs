@@ -205,8 +205,7 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, P
             continue;
         }
         let head = buf.split_to(len).freeze();
-        // room for the two fields the proxy adds (`x-switchyard-version`, `x-request-id`)
-        let mut headers = HeaderMap::with_capacity(count + 2);
+        let mut headers = HeaderMap::with_capacity(count);
         let mut length: Option<u64> = None;
         let mut chunked = None;
         let mut close = minor == 0;
