@@ -13,6 +13,7 @@
 //! bytes after a response on a connection that is reused are all refused, and the
 //! connection is closed.
 
+use super::headers::hop_by_hop_bit;
 use super::Added;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -155,6 +156,10 @@ pub struct Head {
     pub framing: Framing,
     /// The connection can carry another request once this response has ended.
     pub keep_alive: bool,
+    /// The hop-by-hop fields (RFC 9110 §7.6.1) are not in `parts.headers`, but for a
+    /// `connection` field that names other fields: then it is, and those fields are
+    /// still to be removed ([`super::headers::strip_hop_by_hop`]).
+    pub connection_names_fields: bool,
 }
 
 /// Parses a response head at the start of `buf`. `Ok(None)`: not complete yet.
@@ -209,6 +214,7 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, P
         let mut length: Option<u64> = None;
         let mut chunked = None;
         let mut close = minor == 0;
+        let mut connection_names_fields = false;
         for &(n0, n1, v0, v1) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
                 .map_err(|_| ProtocolError::Head("field name"))?;
@@ -220,15 +226,24 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, P
                     return Err(ProtocolError::BadLength);
                 }
                 length = Some(n);
-            } else if name == TRANSFER_ENCODING {
-                // the last coding of the last line decides
-                chunked = Some(last_token_is(value.as_bytes(), b"chunked"));
-            } else if name == CONNECTION {
-                if has_token(value.as_bytes(), b"close") {
-                    close = true;
-                } else if minor == 0 && has_token(value.as_bytes(), b"keep-alive") {
-                    close = false;
+            } else if hop_by_hop_bit(&name) != 0 {
+                // not forwarded: read here, and left out of the map
+                if name == TRANSFER_ENCODING {
+                    // the last coding of the last line decides
+                    chunked = Some(last_token_is(value.as_bytes(), b"chunked"));
+                } else if name == CONNECTION {
+                    let v = value.as_bytes();
+                    if has_token(v, b"close") {
+                        close = true;
+                    } else if minor == 0 && has_token(v, b"keep-alive") {
+                        close = false;
+                    }
+                    if names_a_field(v) {
+                        connection_names_fields = true;
+                        headers.append(name, value);
+                    }
                 }
+                continue;
             }
             headers.append(name, value);
         }
@@ -256,6 +271,7 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, P
             parts,
             keep_alive: !close && framing != Framing::Close,
             framing,
+            connection_names_fields,
         }));
     }
 }
@@ -293,6 +309,17 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 fn has_token(v: &[u8], token: &[u8]) -> bool {
     v.split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Whether a `connection` value names anything but `close`, `keep-alive` and
+/// hop-by-hop fields (RFC 9110 §7.6.1: the fields it names are removed as well).
+fn names_a_field(v: &[u8]) -> bool {
+    v.split(|&b| b == b',').any(|t| {
+        let t = t.trim_ascii();
+        !t.is_empty()
+            && !t.eq_ignore_ascii_case(b"close")
+            && !HeaderName::from_bytes(t).is_ok_and(|n| hop_by_hop_bit(&n) != 0)
+    })
 }
 
 /// Whether the last element of a comma-separated list is `token`.
@@ -453,9 +480,19 @@ mod tests {
 
     #[test]
     fn framing_of_responses() {
-        let (h, rest) = ok("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nokNEXT");
+        let (h, rest) = ok(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\
+             Keep-Alive: timeout=5\r\nX-A: b\r\n\r\nokNEXT",
+        );
         assert_eq!(h.framing, Framing::Length(2));
         assert!(h.keep_alive);
+        // hop-by-hop fields are not in the map; nothing else to strip
+        assert_eq!(h.parts.headers.len(), 2, "{:?}", h.parts.headers);
+        assert!(!h.connection_names_fields);
+        let h = ok("HTTP/1.1 200 OK\r\nConnection: x-private, keep-alive\r\nX-Private: 1\r\nContent-Length: 0\r\n\r\n").0;
+        assert!(h.connection_names_fields);
+        assert!(h.parts.headers.contains_key("connection"));
+        let h = ok("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nokNEXT").0;
         assert_eq!(&rest[..], b"okNEXT");
         assert_eq!(h.parts.headers["x-a"], "b");
         assert_eq!(h.parts.status, StatusCode::OK);

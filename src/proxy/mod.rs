@@ -4,9 +4,14 @@
 //! Per request: the token found in the worker's cache of verified tokens (a keyed
 //! SipHash; SHA-256 and one `DashMap` read the first time), one `ArcSwap` load
 //! (slot → route), the endpoint picked (two random choices by outstanding requests
-//! when a version has several; [`crate::routing::health`]), header edits in place, and the
-//! upstream call on a connection of the worker's own pool ([`upstream`]: hyper's
-//! client connections, driven inside the request's task). No lock is held across an
+//! when a version has several; [`crate::routing::health`]), and the upstream call on a
+//! connection of the worker's own pool ([`upstream`], driven inside the request's
+//! task). The upstream head is written by the gateway ([`h1`]): the client's fields as
+//! hyper parsed them, minus the hop-by-hop ones (removed from the map, only when
+//! present), `host`, `authorization` and the fields the gateway sets, which
+//! ([`Added`]) are written after them; no map entry is inserted for them. The answer's
+//! head is parsed with httparse and its body framed by [`h1`] as well. WebSocket
+//! handshakes and health probes use hyper's client. No lock is held across an
 //! `.await`; nothing grows with the number of agents, versions or tokens. A request
 //! body up to `[proxy] request_buffer_bytes` is read whole first ([`body`]).
 //!
@@ -525,8 +530,8 @@ impl Proxy {
         if relay::is_event_stream(&parts.headers) {
             trace.sse = trace.slot.as_ref().map(|s| s.streams.open(target.version));
         }
-        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-        strip_hop_by_hop(&mut parts.headers, websocket && switching);
+        // (hop-by-hop fields were left out of the answer's map by `send` and
+        // `websocket`)
         parts
             .headers
             .insert(X_SWITCHYARD_VERSION, target.label.clone());
@@ -758,7 +763,11 @@ impl Proxy {
                             ep.state.succeeded();
                         }
                         let body = PooledBody::new(&head, up, pool).holding(outstanding);
-                        return Ok(Response::from_parts(head.parts, body));
+                        let mut parts = head.parts;
+                        if head.connection_names_fields {
+                            strip_hop_by_hop(&mut parts.headers, false);
+                        }
+                        return Ok(Response::from_parts(parts, body));
                     }
                     // an idle connection that the upstream had closed: a new one
                     Err(SendFailure::Unsent(back)) if !fresh => req = *back,
@@ -906,7 +915,9 @@ impl Proxy {
                 Ok(Err(_)) => return fail(ProxyError::UpstreamUnavailable, K::Reset),
                 Err(_) => return fail(ProxyError::UpstreamTimeout, K::Timeout),
             };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        strip_hop_by_hop(resp.headers_mut(), switching);
+        if switching {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let metrics = Arc::clone(self.table.metrics());
             // the upgraded stream outlives the HTTP connection: it holds the drain
