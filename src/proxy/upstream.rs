@@ -32,7 +32,7 @@ use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
@@ -91,10 +91,12 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// How much is read at a time, at least: room for a head and a body of up to about
-/// 30 KiB in one read. Reading into a larger buffer costs nothing more (it is not
-/// zeroed), and the buffer's unused tail serves the next answers on the connection.
-const READ_SIZE: usize = 32 * 1024;
+/// How much is read at a time to start with; a connection whose reads fill the
+/// buffer reads twice as much next time, up to [`MAX_READ_SIZE`], and half as much
+/// again after reads that fill less than a quarter (as hyper's adaptive reads).
+/// Reading into a larger buffer costs nothing more (it is not zeroed), but a larger
+/// buffer per connection is more memory touched per request.
+const READ_SIZE: usize = 8 * 1024;
 /// At most, when a body's announced length is larger.
 const MAX_READ_SIZE: usize = 64 * 1024;
 
@@ -106,6 +108,8 @@ pub struct Upstream {
     rd: BytesMut,
     /// The request head, and body pieces, on their way out (kept for its capacity).
     wr: Vec<u8>,
+    /// How much the next read asks for, at least ([`READ_SIZE`]).
+    read_size: usize,
     /// A request has been sent on it (a new connection takes its first one at once).
     used: bool,
     /// The response-head deadline of the request in flight: one timer per connection,
@@ -131,6 +135,7 @@ impl Upstream {
             io,
             rd: BytesMut::new(),
             wr: Vec::new(),
+            read_size: READ_SIZE,
             used: false,
             timer: None,
         }
@@ -150,11 +155,18 @@ impl Upstream {
 
     /// Reads what the socket has into `rd`: `Ok(false)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<std::io::Result<bool>> {
-        let want = want.clamp(READ_SIZE, MAX_READ_SIZE);
+        let want = want.clamp(self.read_size, MAX_READ_SIZE);
         if self.rd.capacity() - self.rd.len() < want / 2 {
             self.rd.reserve(want);
         }
-        poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rd).map_ok(|n| n > 0)
+        let offered = self.rd.capacity() - self.rd.len();
+        let n = ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rd))?;
+        if n >= offered {
+            self.read_size = (self.read_size * 2).min(MAX_READ_SIZE);
+        } else if n < self.read_size / 4 {
+            self.read_size = (self.read_size / 2).max(READ_SIZE);
+        }
+        Poll::Ready(Ok(n > 0))
     }
 
     /// Sends one request and waits, until `deadline`, for the response head, writing
