@@ -16,6 +16,8 @@ NOMETRICS_ADMIN=28088
 NGINX_LOG_PORT=28082
 LOGGING_PORT=28091
 LOGGING_ADMIN=28092
+PGO_PORT=28093
+PGO_ADMIN=28094
 REPLICA_PORTS="$UPSTREAM_PORT 28095 28096"   # upstream.conf listens on all three
 NGINX3_PORT=28097
 GATEWAY3_PORT=28098
@@ -24,6 +26,8 @@ ADMIN_TOKEN=bench-admin-token
 NGINX="${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}"
 HYPER_BIN="${HYPER_BIN:-/tmp/hypermin-bin/hyper-min}"
 GATEWAY_BIN="${GATEWAY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/switchyard}"
+# the production build of scripts/pgo-build.sh (target gateway-pgo)
+GATEWAY_PGO_BIN="${GATEWAY_PGO_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/pgo/switchyard}"
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -101,7 +105,7 @@ access_log = ${5:-false}
 [metrics]
 enabled = $4
 CONF
-    SWITCHYARD_ADMIN_TOKEN=$ADMIN_TOKEN "$GATEWAY_BIN" serve --config "$dir/switchyard.toml" >"$BENCH_TMP/logs/$1.out" 2>&1 &
+    SWITCHYARD_ADMIN_TOKEN=$ADMIN_TOKEN "${GW_BIN:-$GATEWAY_BIN}" serve --config "$dir/switchyard.toml" >"$BENCH_TMP/logs/$1.out" 2>&1 &
     echo $! > "$BENCH_TMP/run/$1.pid"
     wait_port "$2" "$!"
     local a="http://127.0.0.1:$3" h="authorization: Bearer $ADMIN_TOKEN"

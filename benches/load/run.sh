@@ -13,7 +13,8 @@
 #        also: nginx-log, gateway-log (each with its access log on, to a file; a -log
 #        row's "/nginx" is against nginx-log when that runs too); nginx-3, gateway-3
 #        (three upstream replicas: nginx's upstream block of 3, a version with 3
-#        endpoints; a -3 row's "/nginx" is against nginx-3)
+#        endpoints; a -3 row's "/nginx" is against nginx-3); gateway-pgo (the production
+#        build of scripts/pgo-build.sh, GATEWAY_PGO_BIN, beside the plain one)
 # Prints per row: req/s median and min-max, p50, p99, the proxy's CPU us/request, and
 # ratios against direct and nginx; gateway rows also "us/req over hyper".
 set -euo pipefail
@@ -40,12 +41,16 @@ for t in $TARGETS; do
         nginx-log) start_nginx_logging; have="$have nginx-log" ;;
         nginx-3) start_nginx_replicas; have="$have nginx-3" ;;
         gateway-3) start_gateway gateway-3 "$GATEWAY3_PORT" "$GATEWAY3_ADMIN" true false 3; have="$have gateway-3" ;;
+        gateway-pgo)
+            if [ -x "$GATEWAY_PGO_BIN" ]; then
+                GW_BIN=$GATEWAY_PGO_BIN start_gateway gateway-pgo "$PGO_PORT" "$PGO_ADMIN" true; have="$have gateway-pgo"
+            else log "no production build at $GATEWAY_PGO_BIN (bash scripts/pgo-build.sh); skipping it"; fi ;;
         *) have="$have $t" ;;
     esac
 done
 TARGETS=$have
 
-port_of() { case $1 in direct) echo $UPSTREAM_PORT ;; nginx) echo $NGINX_PORT ;; nginx-log) echo $NGINX_LOG_PORT ;; nginx-3) echo $NGINX3_PORT ;; hyper) echo $HYPER_PORT ;; gateway) echo $GATEWAY_PORT ;; gateway-nometrics) echo $NOMETRICS_PORT ;; gateway-log) echo $LOGGING_PORT ;; gateway-3) echo $GATEWAY3_PORT ;; esac; }
+port_of() { case $1 in direct) echo $UPSTREAM_PORT ;; nginx) echo $NGINX_PORT ;; nginx-log) echo $NGINX_LOG_PORT ;; nginx-3) echo $NGINX3_PORT ;; hyper) echo $HYPER_PORT ;; gateway) echo $GATEWAY_PORT ;; gateway-nometrics) echo $NOMETRICS_PORT ;; gateway-log) echo $LOGGING_PORT ;; gateway-3) echo $GATEWAY3_PORT ;; gateway-pgo) echo $PGO_PORT ;; esac; }
 proc_of() { case $1 in direct) echo "" ;; nginx) echo proxy-nginx ;; nginx-log) echo proxy-nginx-log ;; nginx-3) echo proxy-nginx-3 ;; *) echo "$1" ;; esac; }
 hdr_of() { case $1 in gateway*) echo "Authorization: Bearer $(cat "$BENCH_TMP/run/$1.token")" ;; *) echo "X-Bench: 1" ;; esac; }
 
