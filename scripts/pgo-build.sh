@@ -35,8 +35,10 @@ if [ "${1:-}" = --train ]; then
 fi
 
 PROFDATA=
-[ -n "$TRAIN_ONLY" ] || PROFDATA=$(ls "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1 || true)
-[ -n "$TRAIN_ONLY" ] || { [ -n "$PROFDATA" ] && [ -x "$PROFDATA" ]; } || { echo "pgo: llvm-profdata missing: rustup component add llvm-tools"; exit 1; }
+if [ -z "$TRAIN_ONLY" ]; then
+    PROFDATA=$(ls "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1 || true)
+    [ -n "$PROFDATA" ] && [ -x "$PROFDATA" ] || { echo "pgo: llvm-profdata missing: rustup component add llvm-tools"; exit 1; }
+fi
 for tool in nginx h2load curl; do
     command -v "$tool" >/dev/null 2>&1 || { echo "pgo: $tool is missing (apt-get install nginx nghttp2-client curl)"; exit 1; }
 done

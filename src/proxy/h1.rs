@@ -13,7 +13,7 @@
 //! bytes after a response on a connection that is reused are all refused, and the
 //! connection is closed.
 
-use super::headers::hop_by_hop_bit;
+use super::headers::{hop_by_hop_bit, is_hop_by_hop_name};
 use super::Added;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -316,9 +316,7 @@ fn has_token(v: &[u8], token: &[u8]) -> bool {
 fn names_a_field(v: &[u8]) -> bool {
     v.split(|&b| b == b',').any(|t| {
         let t = t.trim_ascii();
-        !t.is_empty()
-            && !t.eq_ignore_ascii_case(b"close")
-            && !HeaderName::from_bytes(t).is_ok_and(|n| hop_by_hop_bit(&n) != 0)
+        !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !is_hop_by_hop_name(t)
     })
 }
 

@@ -81,6 +81,13 @@ pub fn hop_by_hop_bit_of_len(name: &HeaderName, len: usize) -> u8 {
     }
 }
 
+/// Whether `name`, in any case, is a hop-by-hop field's name (no `HeaderName` made).
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// Removes hop-by-hop fields and every field the `connection` header names. With
 /// `websocket`, the handshake's `connection: upgrade` and `upgrade: websocket` are
 /// set again afterwards, so only a WebSocket upgrade is ever passed on.
@@ -117,10 +124,7 @@ fn remove_named_by_connection(headers: &mut HeaderMap) {
             continue; // the usual values: no field to look for
         }
         for t in v.split(',').map(str::trim) {
-            let hop = HOP_BY_HOP
-                .iter()
-                .any(|h| h.as_str().eq_ignore_ascii_case(t));
-            if t.is_empty() || hop {
+            if t.is_empty() || is_hop_by_hop_name(t.as_bytes()) {
                 continue;
             }
             if let Some(k) = headers.keys().find(|k| k.as_str().eq_ignore_ascii_case(t)) {
