@@ -269,99 +269,114 @@ impl Proxy {
     }
 
     /// Serves one client request; never fails (errors become envelopes).
-    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<MeteredBody> {
-        let metrics = self.table.metrics();
-        let (open, admitted) = OpenRequest::open(metrics, self.limits.max_in_flight);
-        let fields = Fields::of(
-            &req,
-            self.config.underscore_fields == UnderscoreFields::DropAll,
-        );
-        let request_id = request_id_of(fields.request_id.as_ref());
-        let mut trace = Trace {
-            started: Instant::now(),
-            slot: None,
-            route: None,
-            which: Which::Main,
-            pinned: Pinned::No,
-            upstream: None,
-            method: self.access_log.is_on().then(|| req.method().clone()),
-            close: false,
-            sse: None,
-        };
-        let forwarded = if admitted {
-            self.forward(conn, req, fields, &request_id, &mut trace)
-                .await
-        } else {
-            metrics.overload[1].increment(1);
-            Err(ProxyError::Overloaded)
-        };
-        let resp = match forwarded {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(i) = e
-                    .auth_reason()
-                    .and_then(|r| AUTH_REASONS.iter().position(|x| *x == r))
-                {
-                    metrics.auth_failures[i].increment(1);
+    ///
+    /// Not an `async fn`, nor are [`Self::forward`] and [`Self::send`]: an `async fn`
+    /// keeps its by-value arguments twice in its state (moved from the argument into
+    /// a local when it starts), so the request (264 bytes) and its [`Fields`] were
+    /// copied again at each level, into the connection's request state, which is cold
+    /// when many connections take turns. An `async move` block uses them where they
+    /// are: 2.6 % fewer instructions per request and a quarter fewer L1 write misses
+    /// (README, Performance).
+    #[allow(clippy::manual_async_fn)]
+    pub fn handle<'a>(
+        &'a self,
+        conn: &'a ConnInfo,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<MeteredBody>> + 'a {
+        async move {
+            let metrics = self.table.metrics();
+            let (open, admitted) = OpenRequest::open(metrics, self.limits.max_in_flight);
+            let mut fields = Fields::of(
+                &req,
+                self.config.underscore_fields == UnderscoreFields::DropAll,
+            );
+            let request_id = request_id_of(fields.request_id.as_ref());
+            let mut trace = Trace {
+                started: Instant::now(),
+                slot: None,
+                route: None,
+                which: Which::Main,
+                pinned: Pinned::No,
+                upstream: None,
+                method: self.access_log.is_on().then(|| req.method().clone()),
+                close: false,
+                sse: None,
+            };
+            let forwarded = if admitted {
+                self.forward(conn, req, &mut fields, &request_id, &mut trace)
+                    .await
+            } else {
+                metrics.overload[1].increment(1);
+                Err(ProxyError::Overloaded)
+            };
+            let resp = match forwarded {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(i) = e
+                        .auth_reason()
+                        .and_then(|r| AUTH_REASONS.iter().position(|x| *x == r))
+                    {
+                        metrics.auth_failures[i].increment(1);
+                    }
+                    let label = trace
+                        .route
+                        .as_ref()
+                        .and_then(|r| r.served(trace.which))
+                        .map(|t| &t.label);
+                    let mut r = error_response(e, &request_id, label);
+                    // a body left half read cannot be skipped safely: end the connection
+                    if trace.close || e.is_client_side() {
+                        r.headers_mut()
+                            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    if e == ProxyError::Overloaded {
+                        r.headers_mut()
+                            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    }
+                    r
                 }
-                let label = trace
-                    .route
-                    .as_ref()
-                    .and_then(|r| r.served(trace.which))
-                    .map(|t| &t.label);
-                let mut r = error_response(e, &request_id, label);
-                // a body left half read cannot be skipped safely: end the connection
-                if trace.close || e.is_client_side() {
-                    r.headers_mut()
-                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            };
+            let status = resp.status();
+            if let Some(slot) = &trace.slot {
+                slot.requests.fetch_add(1, Ordering::Relaxed);
+                if status.is_server_error() {
+                    slot.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                if e == ProxyError::Overloaded {
-                    r.headers_mut()
-                        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                }
-                r
             }
-        };
-        let status = resp.status();
-        if let Some(slot) = &trace.slot {
-            slot.requests.fetch_add(1, Ordering::Relaxed);
-            if status.is_server_error() {
-                slot.errors.fetch_add(1, Ordering::Relaxed);
+            if let (Some(route), Some(slot)) = (&trace.route, &trace.slot) {
+                route.metrics_of(trace.which, metrics, slot).count(status);
+                if let Some(bake) = route.bake_of(trace.which) {
+                    let now = now_ms();
+                    if bake.active(now) {
+                        let ttfb =
+                            u64::try_from(trace.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        bake.record(now, status.is_server_error(), ttfb);
+                    }
+                }
             }
+            let (parts, body) = resp.into_parts();
+            let relay = trace
+                .sse
+                .take()
+                .map(|t| Box::new(relay::SseRelay::new(t, Arc::clone(metrics))));
+            let finish = Finish {
+                status,
+                request_id: self.access_log.is_on().then_some(request_id),
+                log: self.access_log,
+                open,
+                stream: metrics.load.open_stream(),
+                trace,
+                bytes: 0,
+            };
+            Response::from_parts(
+                parts,
+                MeteredBody {
+                    inner: body,
+                    finish: Some(finish),
+                    relay,
+                },
+            )
         }
-        if let (Some(route), Some(slot)) = (&trace.route, &trace.slot) {
-            route.metrics_of(trace.which, metrics, slot).count(status);
-            if let Some(bake) = route.bake_of(trace.which) {
-                let now = now_ms();
-                if bake.active(now) {
-                    let ttfb =
-                        u64::try_from(trace.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    bake.record(now, status.is_server_error(), ttfb);
-                }
-            }
-        }
-        let (parts, body) = resp.into_parts();
-        let relay = trace
-            .sse
-            .take()
-            .map(|t| Box::new(relay::SseRelay::new(t, Arc::clone(metrics))));
-        let finish = Finish {
-            status,
-            request_id: self.access_log.is_on().then_some(request_id),
-            log: self.access_log,
-            open,
-            stream: metrics.load.open_stream(),
-            trace,
-            bytes: 0,
-        };
-        Response::from_parts(
-            parts,
-            MeteredBody {
-                inner: body,
-                finish: Some(finish),
-                relay,
-            },
-        )
     }
 
     /// The answer on a connection over the connection limit: 503 `overloaded`.
@@ -377,169 +392,180 @@ impl Proxy {
         })
     }
 
-    async fn forward(
-        &self,
-        conn: &ConnInfo,
+    /// Checks the request, picks the target and forwards it (see [`Self::handle`] for
+    /// why this is not an `async fn`).
+    #[allow(clippy::manual_async_fn)]
+    fn forward<'a>(
+        &'a self,
+        conn: &'a ConnInfo,
         mut req: Request<Incoming>,
-        mut fields: Fields,
-        request_id: &HeaderValue,
-        trace: &mut Trace,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
-        if fields.head_size > self.limits.max_header_bytes {
-            return Err(ProxyError::HeadersTooLarge);
-        }
-        if req.version() <= Version::HTTP_11 {
-            // the upstream might frame this request differently: refuse it and end the
-            // connection, so no byte of it can reach the next request
-            if !fields.framing_is_unambiguous(req.version()) {
+        fields: &'a mut Fields,
+        request_id: &'a HeaderValue,
+        trace: &'a mut Trace,
+    ) -> impl std::future::Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
+        async move {
+            if fields.head_size > self.limits.max_header_bytes {
+                return Err(ProxyError::HeadersTooLarge);
+            }
+            if req.version() <= Version::HTTP_11 {
+                // the upstream might frame this request differently: refuse it and end the
+                // connection, so no byte of it can reach the next request
+                if !fields.framing_is_unambiguous(req.version()) {
+                    trace.close = true;
+                    return Err(ProxyError::BadRequest);
+                }
+                if fields.hop & TRANSFER_ENCODING_BIT != 0 {
+                    if let Err(e) = check_transfer_coding(req.headers()) {
+                        trace.close = true;
+                        return Err(match e {
+                            CodingError::Invalid => ProxyError::BadRequest,
+                            CodingError::Unsupported => ProxyError::NotImplemented,
+                        });
+                    }
+                }
+            }
+            if fields
+                .host
+                .as_ref()
+                .is_some_and(|h| !valid_host(h.as_bytes()))
+            {
+                // RFC 9112 §3.2: an invalid host is answered 400
                 trace.close = true;
                 return Err(ProxyError::BadRequest);
             }
-            if fields.hop & TRANSFER_ENCODING_BIT != 0 {
-                if let Err(e) = check_transfer_coding(req.headers()) {
-                    trace.close = true;
-                    return Err(match e {
-                        CodingError::Invalid => ProxyError::BadRequest,
-                        CodingError::Unsupported => ProxyError::NotImplemented,
-                    });
+            if fields.authorizations > 1 {
+                // two credentials: which one would the upstream believe?
+                return Err(ProxyError::BadRequest);
+            }
+            let token = fields
+                .authorization
+                .as_ref()
+                .and_then(|v| bearer(v.as_bytes()))
+                .ok_or(ProxyError::MissingToken)?;
+            let slot = self.table.authenticate_token(token)?;
+            if let Some(want) = &fields.environment {
+                if want != slot.environment_header {
+                    return Err(ProxyError::WrongEnvironment);
                 }
             }
-        }
-        if fields
-            .host
-            .as_ref()
-            .is_some_and(|h| !valid_host(h.as_bytes()))
-        {
-            // RFC 9112 §3.2: an invalid host is answered 400
-            trace.close = true;
-            return Err(ProxyError::BadRequest);
-        }
-        if fields.authorizations > 1 {
-            // two credentials: which one would the upstream believe?
-            return Err(ProxyError::BadRequest);
-        }
-        let token = fields
-            .authorization
-            .as_ref()
-            .and_then(|v| bearer(v.as_bytes()))
-            .ok_or(ProxyError::MissingToken)?;
-        let slot = self.table.authenticate_token(token)?;
-        if let Some(want) = &fields.environment {
-            if want != slot.environment_header {
-                return Err(ProxyError::WrongEnvironment);
+            let route = slot.route();
+            let mut session_pin = None;
+            if fields.control != 0 || route.choice.is_some() {
+                // a canary, sticky sessions or a pin: rare, and out of line
+                let chosen =
+                    self.choose(&route, &slot, token, fields, request_id, req.headers())?;
+                trace.which = chosen.which;
+                trace.pinned = chosen.pinned;
+                session_pin = chosen.pin;
+                if chosen.pinned != Pinned::No {
+                    let i = usize::from(chosen.pinned == Pinned::Session);
+                    self.table.metrics().pinned[i].increment(1);
+                }
+                if fields.control & CONTROL_PINS != 0 {
+                    req.headers_mut().remove(X_SWITCHYARD_PIN_VERSION);
+                    req.headers_mut().remove(X_SWITCHYARD_SESSION_PIN);
+                }
             }
-        }
-        let route = slot.route();
-        let mut session_pin = None;
-        if fields.control != 0 || route.choice.is_some() {
-            // a canary, sticky sessions or a pin: rare, and out of line
-            let chosen = self.choose(&route, &slot, token, &fields, request_id, req.headers())?;
-            trace.which = chosen.which;
-            trace.pinned = chosen.pinned;
-            session_pin = chosen.pin;
-            if chosen.pinned != Pinned::No {
-                let i = usize::from(chosen.pinned == Pinned::Session);
-                self.table.metrics().pinned[i].increment(1);
+            let (agent_header, environment_header) =
+                (slot.agent_header.clone(), slot.environment_header.clone());
+            let route_metrics = route.metrics_of(trace.which, self.table.metrics(), &slot);
+            trace.slot = Some(slot);
+            trace.route = Some(Arc::clone(&route));
+            let target = route.served(trace.which).ok_or(ProxyError::NotDeployed)?;
+            if target.stopped {
+                return Err(ProxyError::VersionStopped);
             }
-            if fields.control & CONTROL_PINS != 0 {
-                req.headers_mut().remove(X_SWITCHYARD_PIN_VERSION);
-                req.headers_mut().remove(X_SWITCHYARD_SESSION_PIN);
+            if target.inject_missing.is_some() {
+                return Err(secret_unavailable(target));
             }
-        }
-        let (agent_header, environment_header) =
-            (slot.agent_header.clone(), slot.environment_header.clone());
-        let route_metrics = route.metrics_of(trace.which, self.table.metrics(), &slot);
-        trace.slot = Some(slot);
-        trace.route = Some(Arc::clone(&route));
-        let target = route.served(trace.which).ok_or(ProxyError::NotDeployed)?;
-        if target.stopped {
-            return Err(ProxyError::VersionStopped);
-        }
-        if target.inject_missing.is_some() {
-            return Err(secret_unavailable(target));
-        }
-        if fields
-            .content_length()
-            .is_some_and(|n| n > self.limits.max_body_bytes)
-        {
-            return Err(ProxyError::BodyTooLarge);
-        }
+            if fields
+                .content_length()
+                .is_some_and(|n| n > self.limits.max_body_bytes)
+            {
+                return Err(ProxyError::BodyTooLarge);
+            }
 
-        // both fields are hop-by-hop: a handshake is rare, and checked only then
-        let websocket = fields.hop & (CONNECTION_BIT | UPGRADE_BIT) == CONNECTION_BIT | UPGRADE_BIT
-            && req.version() == Version::HTTP_11
-            && is_websocket_upgrade(req.headers());
-        // an absolute-form target's authority wins over `host` (RFC 9112 §3.2.2)
-        let forwarded_host = match req.uri().authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => fields.host.take(),
-        };
-        let h = req.headers_mut();
-        strip_hop_by_hop_bits(h, fields.hop, websocket);
-        if fields.underscored {
-            drop_underscored(h, self.config.underscore_fields);
-        }
-        // the fields the gateway sets are written after the client's when the head is
-        // encoded (`host` and `authorization` of the client's are left out there)
-        let mut added = Added {
-            replace: fields.sent,
-            authorization_in_map: false,
-            fields: [None, None, None, None, None, None, None],
-        };
-        if self.config.trust_forwarded {
-            fields.append_hop(h, conn, forwarded_host);
-            added.replace &= !FORWARDED_BITS;
-        } else {
-            if fields.forwarded {
-                // the client's `forwarded` is replaced like its x-forwarded-* (rare)
-                match forwarded_element(&conn.forwarded_for, &conn.proto, forwarded_host.as_ref()) {
-                    Some(v) => h.insert(http::header::FORWARDED, v),
-                    None => h.remove(http::header::FORWARDED),
-                };
+            // both fields are hop-by-hop: a handshake is rare, and checked only then
+            let websocket = fields.hop & (CONNECTION_BIT | UPGRADE_BIT)
+                == CONNECTION_BIT | UPGRADE_BIT
+                && req.version() == Version::HTTP_11
+                && is_websocket_upgrade(req.headers());
+            // an absolute-form target's authority wins over `host` (RFC 9112 §3.2.2)
+            let forwarded_host = match req.uri().authority() {
+                Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+                None => fields.host.take(),
+            };
+            let h = req.headers_mut();
+            strip_hop_by_hop_bits(h, fields.hop, websocket);
+            if fields.underscored {
+                drop_underscored(h, self.config.underscore_fields);
             }
-            added.fields[SET_FORWARDED_FOR] = Some(conn.forwarded_for.clone());
-            added.fields[SET_FORWARDED_PROTO] = Some(conn.proto.clone());
-            added.fields[SET_FORWARDED_HOST] = forwarded_host;
-        }
-        added.fields[SET_REQUEST_ID] = Some(request_id.clone());
-        added.fields[SET_AGENT] = Some(agent_header);
-        added.fields[SET_ENVIRONMENT] = Some(environment_header);
-        added.fields[SET_VERSION] = Some(target.label.clone());
-        if !target.inject.is_empty() {
-            // an injected field may be `authorization`: the client's goes first here
-            h.remove(AUTHORIZATION);
-            added.authorization_in_map = true;
-            for (name, value) in target.inject.iter() {
-                // replaces whatever the client sent under that name
-                h.insert(name, value.clone());
+            // the fields the gateway sets are written after the client's when the head is
+            // encoded (`host` and `authorization` of the client's are left out there)
+            let mut added = Added {
+                replace: fields.sent,
+                authorization_in_map: false,
+                fields: [None, None, None, None, None, None, None],
+            };
+            if self.config.trust_forwarded {
+                fields.append_hop(h, conn, forwarded_host);
+                added.replace &= !FORWARDED_BITS;
+            } else {
+                if fields.forwarded {
+                    // the client's `forwarded` is replaced like its x-forwarded-* (rare)
+                    match forwarded_element(
+                        &conn.forwarded_for,
+                        &conn.proto,
+                        forwarded_host.as_ref(),
+                    ) {
+                        Some(v) => h.insert(http::header::FORWARDED, v),
+                        None => h.remove(http::header::FORWARDED),
+                    };
+                }
+                added.fields[SET_FORWARDED_FOR] = Some(conn.forwarded_for.clone());
+                added.fields[SET_FORWARDED_PROTO] = Some(conn.proto.clone());
+                added.fields[SET_FORWARDED_HOST] = forwarded_host;
             }
-        }
+            added.fields[SET_REQUEST_ID] = Some(request_id.clone());
+            added.fields[SET_AGENT] = Some(agent_header);
+            added.fields[SET_ENVIRONMENT] = Some(environment_header);
+            added.fields[SET_VERSION] = Some(target.label.clone());
+            if !target.inject.is_empty() {
+                // an injected field may be `authorization`: the client's goes first here
+                h.remove(AUTHORIZATION);
+                added.authorization_in_map = true;
+                for (name, value) in target.inject.iter() {
+                    // replaces whatever the client sent under that name
+                    h.insert(name, value.clone());
+                }
+            }
 
-        let upstream = if websocket {
-            // boxed: the rare path must not grow every request's future
-            Box::pin(self.websocket(conn, req, &added, route_metrics, target, trace)).await
-        } else {
-            self.send(req, &added, route_metrics, target, trace).await
-        };
-        // upstream failures were counted where they happened, once each; a client's
-        // own body failing is not the upstream's error and was not counted
-        let upstream = upstream.map_err(|(e, _)| e)?;
-        route_metrics.record_first_byte(trace.started.elapsed());
+            let upstream = if websocket {
+                // boxed: the rare path must not grow every request's future
+                Box::pin(self.websocket(conn, req, &added, route_metrics, target, trace)).await
+            } else {
+                self.send(req, &added, route_metrics, target, trace).await
+            };
+            // upstream failures were counted where they happened, once each; a client's
+            // own body failing is not the upstream's error and was not counted
+            let upstream = upstream.map_err(|(e, _)| e)?;
+            route_metrics.record_first_byte(trace.started.elapsed());
 
-        let (mut parts, body) = upstream.into_parts();
-        if relay::is_event_stream(&parts.headers) {
-            trace.sse = trace.slot.as_ref().map(|s| s.streams.open(target.version));
+            let (mut parts, body) = upstream.into_parts();
+            if relay::is_event_stream(&parts.headers) {
+                trace.sse = trace.slot.as_ref().map(|s| s.streams.open(target.version));
+            }
+            // (hop-by-hop fields were left out of the answer's map by `send` and
+            // `websocket`)
+            parts
+                .headers
+                .insert(X_SWITCHYARD_VERSION, target.label.clone());
+            parts.headers.insert(X_REQUEST_ID, request_id.clone());
+            if let Some(pin) = session_pin {
+                self.attach_pin(&mut parts.headers, pin);
+            }
+            Ok(Response::from_parts(parts, Either::Left(body)))
         }
-        // (hop-by-hop fields were left out of the answer's map by `send` and
-        // `websocket`)
-        parts
-            .headers
-            .insert(X_SWITCHYARD_VERSION, target.label.clone());
-        parts.headers.insert(X_REQUEST_ID, request_id.clone());
-        if let Some(pin) = session_pin {
-            self.attach_pin(&mut parts.headers, pin);
-        }
-        Ok(Response::from_parts(parts, Either::Left(body)))
     }
 
     /// Which of the route's targets serves this request: the version an evaluation pin
@@ -657,176 +683,181 @@ impl Proxy {
     /// (within `[upstream] retries` and the version's retry budget); each attempt's
     /// outcome recorded for passive ejection; all within one response-head deadline.
     /// The request is only handed over once a connection is open, so a refusal never
-    /// costs the body.
-    async fn send(
-        &self,
+    /// costs the body. (Not an `async fn`: see [`Self::handle`].)
+    #[allow(clippy::manual_async_fn)]
+    fn send<'a>(
+        &'a self,
         req: Request<Incoming>,
-        added: &Added,
-        metrics: &RouteMetrics,
-        target: &Target,
-        trace: &mut Trace,
-    ) -> Result<Response<PooledBody>, (ProxyError, UpstreamErrorKind)> {
-        use UpstreamErrorKind as K;
-        // in place, and in a plain function: what is held across the awaits below is
-        // the one request that is sent (the future stays small and moves less)
-        let mut req = self.upstream_request(req);
-        let mut deadline = trace.started + self.limits.upstream_response_timeout();
-        if !http_body::Body::is_end_stream(req.body()) {
-            // boxed: a request without a body never gets here
-            let read = Box::pin(req.body_mut().buffer(self.config.request_buffer_bytes));
-            if let Err(e) = read.await {
-                trace.close = true;
-                return Err(
-                    classify_body_error(&*e).unwrap_or((ProxyError::BadRequest, K::Protocol))
-                );
+        added: &'a Added,
+        metrics: &'a RouteMetrics,
+        target: &'a Target,
+        trace: &'a mut Trace,
+    ) -> impl std::future::Future<
+        Output = Result<Response<PooledBody>, (ProxyError, UpstreamErrorKind)>,
+    > + 'a {
+        async move {
+            use UpstreamErrorKind as K;
+            // in place, and in a plain function: what is held across the awaits below is
+            // the one request that is sent (the future stays small and moves less)
+            let mut req = self.upstream_request(req);
+            let mut deadline = trace.started + self.limits.upstream_response_timeout();
+            if !http_body::Body::is_end_stream(req.body()) {
+                // boxed: a request without a body never gets here
+                let read = Box::pin(req.body_mut().buffer(self.config.request_buffer_bytes));
+                if let Err(e) = read.await {
+                    trace.close = true;
+                    return Err(
+                        classify_body_error(&*e).unwrap_or((ProxyError::BadRequest, K::Protocol))
+                    );
+                }
+                // a known length (read whole, or declared and streamed) goes upstream in
+                // canonical form, whatever the client wrote (`005`, `5, 5`, chunked)
+                if let Some(n) = http_body::Body::size_hint(req.body()).exact() {
+                    req.headers_mut()
+                        .insert(CONTENT_LENGTH, HeaderValue::from(n));
+                }
+                // the upstream's time starts when it is handed the request
+                deadline = Instant::now() + self.limits.upstream_response_timeout();
             }
-            // a known length (read whole, or declared and streamed) goes upstream in
-            // canonical form, whatever the client wrote (`005`, `5, 5`, chunked)
-            if let Some(n) = http_body::Body::size_hint(req.body()).exact() {
-                req.headers_mut()
-                    .insert(CONTENT_LENGTH, HeaderValue::from(n));
+            let policy = self.table.policy();
+            let multi = target.endpoints.len() > 1;
+            if multi {
+                target.budget.request(now_ms());
             }
-            // the upstream's time starts when it is handed the request
-            deadline = Instant::now() + self.limits.upstream_response_timeout();
-        }
-        let policy = self.table.policy();
-        let multi = target.endpoints.len() > 1;
-        if multi {
-            target.budget.request(now_ms());
-        }
-        // a request that may be sent again after it was sent: GET, HEAD or OPTIONS,
-        // its body in memory, and another endpoint to send it to (only then is the
-        // head copied)
-        let mut spare = if multi && policy.retries > 0 && is_idempotent(req.method()) {
-            req.body().replay().map(|b| copy_head(&req, b))
-        } else {
-            None
-        };
-        let mut tried = 0u32;
-        let mut retries = 0u32;
-        let mut last = (ProxyError::UpstreamUnavailable, K::Connect);
-        loop {
-            let mut no_healthy = false;
-            let Some(i) = target.pick(tried, &mut no_healthy) else {
-                // the last failure was counted where it happened
-                return Err(last);
+            // a request that may be sent again after it was sent: GET, HEAD or OPTIONS,
+            // its body in memory, and another endpoint to send it to (only then is the
+            // head copied)
+            let mut spare = if multi && policy.retries > 0 && is_idempotent(req.method()) {
+                req.body().replay().map(|b| copy_head(&req, b))
+            } else {
+                None
             };
-            if no_healthy && tried == 0 {
-                self.upstream_event(trace, target, UpstreamEvent::NoHealthy);
-            }
-            tried |= 1 << i;
-            let ep = &target.endpoints[i];
-            trace.upstream = Some(Arc::clone(&ep.addr));
-            let Some(pool) = ep.handle.downcast_ref::<UpstreamPool>() else {
-                return Err(foreign_endpoint(ep));
-            };
-            let outstanding = ep.state.begin();
-            // why this attempt failed, and whether the request is still unsent
-            let (failure, unsent) = loop {
-                let (mut up, fresh) = match pool.checkout() {
-                    Some(s) => (s, false),
-                    None => {
-                        // boxed: opening connections is rare with a warm pool
-                        let connect =
-                            Box::pin(pool.connect(self.limits.upstream_connect_timeout()));
-                        match tokio::time::timeout_at(deadline.into(), connect).await {
-                            Ok(Ok(s)) => (s, true),
-                            Ok(Err(e)) => {
-                                tracing::warn!(upstream.addr = %ep.addr, error.kind = "connect", error.detail = %e, "upstream connection failed");
-                                metrics.upstream_error(K::Connect);
-                                let why = e.to_string();
-                                let f = match e {
-                                    ConnectError::Timeout => {
-                                        (ProxyError::UpstreamTimeout, K::Connect)
-                                    }
-                                    _ => (ProxyError::UpstreamUnavailable, K::Connect),
-                                };
-                                self.failed(trace, target, i, &why);
-                                break (f, Some(req));
+            let mut tried = 0u32;
+            let mut retries = 0u32;
+            let mut last = (ProxyError::UpstreamUnavailable, K::Connect);
+            loop {
+                let mut no_healthy = false;
+                let Some(i) = target.pick(tried, &mut no_healthy) else {
+                    // the last failure was counted where it happened
+                    return Err(last);
+                };
+                if no_healthy && tried == 0 {
+                    self.upstream_event(trace, target, UpstreamEvent::NoHealthy);
+                }
+                tried |= 1 << i;
+                let ep = &target.endpoints[i];
+                trace.upstream = Some(Arc::clone(&ep.addr));
+                let Some(pool) = ep.handle.downcast_ref::<UpstreamPool>() else {
+                    return Err(foreign_endpoint(ep));
+                };
+                let outstanding = ep.state.begin();
+                // why this attempt failed, and whether the request is still unsent
+                let (failure, unsent) = loop {
+                    let (mut up, fresh) = match pool.checkout() {
+                        Some(s) => (s, false),
+                        None => {
+                            // boxed: opening connections is rare with a warm pool
+                            let connect =
+                                Box::pin(pool.connect(self.limits.upstream_connect_timeout()));
+                            match tokio::time::timeout_at(deadline.into(), connect).await {
+                                Ok(Ok(s)) => (s, true),
+                                Ok(Err(e)) => {
+                                    tracing::warn!(upstream.addr = %ep.addr, error.kind = "connect", error.detail = %e, "upstream connection failed");
+                                    metrics.upstream_error(K::Connect);
+                                    let why = e.to_string();
+                                    let f = match e {
+                                        ConnectError::Timeout => {
+                                            (ProxyError::UpstreamTimeout, K::Connect)
+                                        }
+                                        _ => (ProxyError::UpstreamUnavailable, K::Connect),
+                                    };
+                                    self.failed(trace, target, i, &why);
+                                    break (f, Some(req));
+                                }
+                                Err(_) => {
+                                    metrics.upstream_error(K::Timeout);
+                                    self.failed(trace, target, i, "no response head in time");
+                                    return Err((ProxyError::UpstreamTimeout, K::Timeout));
+                                }
                             }
-                            Err(_) => {
-                                metrics.upstream_error(K::Timeout);
-                                self.failed(trace, target, i, "no response head in time");
-                                return Err((ProxyError::UpstreamTimeout, K::Timeout));
+                        }
+                    };
+                    match up.send(&mut req, &pool.host, added, deadline.into()).await {
+                        Ok(head) => {
+                            let Ok(pool) = Arc::clone(&ep.handle).downcast::<UpstreamPool>() else {
+                                return Err(foreign_endpoint(ep));
+                            };
+                            if head.parts.status.is_server_error() {
+                                self.failed(trace, target, i, head.parts.status.as_str());
+                            } else {
+                                ep.state.succeeded();
                             }
+                            let body = PooledBody::new(&head, up, pool).holding(outstanding);
+                            let mut parts = head.parts;
+                            if head.connection_names_fields {
+                                strip_hop_by_hop(&mut parts.headers, false);
+                            }
+                            return Ok(Response::from_parts(parts, body));
+                        }
+                        // an idle connection that the upstream had closed: a new one
+                        Err(SendFailure::Unsent) if !fresh => {}
+                        Err(SendFailure::Unsent) => {
+                            metrics.upstream_error(K::Reset);
+                            self.failed(trace, target, i, "connection closed before the request");
+                            break ((ProxyError::UpstreamUnavailable, K::Reset), Some(req));
+                        }
+                        Err(SendFailure::Failed(e)) => {
+                            let (err, kind) = classify_upstream_error(&e);
+                            if err.is_client_side() {
+                                // the client's body broke mid-stream: its error, not the
+                                // upstream's (the upstream connection is discarded)
+                                tracing::debug!(upstream.addr = %ep.addr, error.code = err.parts().1, error.detail = %error_chain(&e), "client body failed while streaming");
+                                return Err((err, kind));
+                            }
+                            let detail = error_chain(&e);
+                            tracing::warn!(upstream.addr = %ep.addr, error.kind = kind.as_str(), error.detail = %detail, "upstream call failed");
+                            metrics.upstream_error(kind);
+                            self.failed(trace, target, i, &detail);
+                            if kind != K::Reset {
+                                return Err((err, kind));
+                            }
+                            // closed before any response byte: a GET may go elsewhere
+                            break ((err, kind), None);
+                        }
+                        Err(SendFailure::TimedOut) => {
+                            tracing::warn!(upstream.addr = %ep.addr, error.kind = "timeout", "upstream did not answer in time");
+                            metrics.upstream_error(K::Timeout);
+                            self.failed(trace, target, i, "no response head in time");
+                            return Err((ProxyError::UpstreamTimeout, K::Timeout));
                         }
                     }
                 };
-                match up.send(req, &pool.host, added, deadline.into()).await {
-                    Ok(head) => {
-                        let Ok(pool) = Arc::clone(&ep.handle).downcast::<UpstreamPool>() else {
-                            return Err(foreign_endpoint(ep));
-                        };
-                        if head.parts.status.is_server_error() {
-                            self.failed(trace, target, i, head.parts.status.as_str());
-                        } else {
-                            ep.state.succeeded();
-                        }
-                        let body = PooledBody::new(&head, up, pool).holding(outstanding);
-                        let mut parts = head.parts;
-                        if head.connection_names_fields {
-                            strip_hop_by_hop(&mut parts.headers, false);
-                        }
-                        return Ok(Response::from_parts(parts, body));
-                    }
-                    // an idle connection that the upstream had closed: a new one
-                    Err(SendFailure::Unsent(back)) if !fresh => req = *back,
-                    Err(SendFailure::Unsent(back)) => {
-                        metrics.upstream_error(K::Reset);
-                        self.failed(trace, target, i, "connection closed before the request");
-                        break ((ProxyError::UpstreamUnavailable, K::Reset), Some(*back));
-                    }
-                    Err(SendFailure::Failed(e)) => {
-                        let (err, kind) = classify_upstream_error(&e);
-                        if err.is_client_side() {
-                            // the client's body broke mid-stream: its error, not the
-                            // upstream's (the upstream connection is discarded)
-                            tracing::debug!(upstream.addr = %ep.addr, error.code = err.parts().1, error.detail = %error_chain(&e), "client body failed while streaming");
-                            return Err((err, kind));
-                        }
-                        let detail = error_chain(&e);
-                        tracing::warn!(upstream.addr = %ep.addr, error.kind = kind.as_str(), error.detail = %detail, "upstream call failed");
-                        metrics.upstream_error(kind);
-                        self.failed(trace, target, i, &detail);
-                        if kind != K::Reset {
-                            return Err((err, kind));
-                        }
-                        // closed before any response byte: a GET may go elsewhere
-                        break ((err, kind), None);
-                    }
-                    Err(SendFailure::TimedOut) => {
-                        tracing::warn!(upstream.addr = %ep.addr, error.kind = "timeout", "upstream did not answer in time");
-                        metrics.upstream_error(K::Timeout);
-                        self.failed(trace, target, i, "no response head in time");
-                        return Err((ProxyError::UpstreamTimeout, K::Timeout));
-                    }
+                drop(outstanding);
+                last = failure;
+                // another endpoint: nothing was sent (any method), or the spare copy of a
+                // GET, HEAD or OPTIONS whose connection closed before any response byte
+                let (next, reason) = match unsent {
+                    Some(r) => (r, RetryReason::Unsent),
+                    None => match spare.take() {
+                        Some(r) => (r, RetryReason::Closed),
+                        None => return Err(last),
+                    },
+                };
+                if retries >= policy.retries
+                    || !multi
+                    || tried.count_ones() as usize >= target.endpoints.len()
+                    || !target.budget.try_retry(now_ms(), policy)
+                {
+                    return Err(last);
                 }
-            };
-            drop(outstanding);
-            last = failure;
-            // another endpoint: nothing was sent (any method), or the spare copy of a
-            // GET, HEAD or OPTIONS whose connection closed before any response byte
-            let (next, reason) = match unsent {
-                Some(r) => (r, RetryReason::Unsent),
-                None => match spare.take() {
-                    Some(r) => (r, RetryReason::Closed),
-                    None => return Err(last),
-                },
-            };
-            if retries >= policy.retries
-                || !multi
-                || tried.count_ones() as usize >= target.endpoints.len()
-                || !target.budget.try_retry(now_ms(), policy)
-            {
-                return Err(last);
+                if reason == RetryReason::Closed && policy.retries > retries + 1 {
+                    // a further retry of a sent request needs a further copy
+                    spare = next.body().replay().map(|b| copy_head(&next, b));
+                }
+                retries += 1;
+                self.upstream_event(trace, target, UpstreamEvent::Retry(reason));
+                req = next;
             }
-            if reason == RetryReason::Closed && policy.retries > retries + 1 {
-                // a further retry of a sent request needs a further copy
-                spare = next.body().replay().map(|b| copy_head(&next, b));
-            }
-            retries += 1;
-            self.upstream_event(trace, target, UpstreamEvent::Retry(reason));
-            req = next;
         }
     }
 

@@ -45,9 +45,9 @@ pub type UpstreamBody = super::body::ClientBody;
 
 /// Why [`Upstream::send`] brought no response head.
 pub enum SendFailure {
-    /// The connection was closed before the request was written: here it is, whole.
-    /// Boxed: it is rare, and carries the whole request.
-    Unsent(Box<Request<UpstreamBody>>),
+    /// The connection was closed before the request was written: the request is
+    /// whole, and can go on another connection.
+    Unsent,
     /// The exchange failed after the request was handed over.
     Failed(UpstreamError),
     /// The deadline passed first.
@@ -170,23 +170,25 @@ impl Upstream {
     }
 
     /// Sends one request and waits, until `deadline`, for the response head, writing
-    /// the request body meanwhile. A request the connection could not take is handed
-    /// back in [`SendFailure::Unsent`].
+    /// the request body meanwhile. The request is borrowed, not taken: it stays where
+    /// the caller keeps it (moving it into this future would copy it into every
+    /// connection's request state), and one the connection could not take
+    /// ([`SendFailure::Unsent`]) can go on another.
     pub async fn send(
         &mut self,
-        mut req: Request<UpstreamBody>,
+        req: &mut Request<UpstreamBody>,
         host: &HeaderValue,
         added: &super::Added,
         deadline: Instant,
     ) -> Result<h1::Head, SendFailure> {
         if self.used && !self.still_open() {
-            return Err(SendFailure::Unsent(Box::new(req)));
+            return Err(SendFailure::Unsent);
         }
         self.used = true;
         self.rd.clear();
         self.wr.clear();
-        let framing = h1::request_framing(&req);
-        h1::encode_head(&mut self.wr, &req, host, added, framing);
+        let framing = h1::request_framing(req);
+        h1::encode_head(&mut self.wr, req, host, added, framing);
         let mut out = Outgoing {
             framing,
             written: 0,
@@ -203,7 +205,7 @@ impl Upstream {
         };
         // Err(None): the deadline passed
         let r = std::future::poll_fn(|cx| {
-            if let Err(e) = self.poll_write_request(cx, &mut req, &mut out, head_len) {
+            if let Err(e) = self.poll_write_request(cx, req, &mut out, head_len) {
                 return Poll::Ready(Err(Some(e)));
             }
             if let Poll::Ready(r) = self.poll_head(cx, req.method()) {
@@ -223,9 +225,7 @@ impl Upstream {
                 Ok(head)
             }
             // nothing of the request went out whole: it can go elsewhere
-            Err(Some(UpstreamError::Io(_))) if !out.head_out => {
-                Err(SendFailure::Unsent(Box::new(req)))
-            }
+            Err(Some(UpstreamError::Io(_))) if !out.head_out => Err(SendFailure::Unsent),
             Err(Some(e)) => Err(SendFailure::Failed(e)),
             Err(None) => Err(SendFailure::TimedOut),
         }
