@@ -89,6 +89,18 @@ impl ClientBody {
         }
     }
 
+    /// No body: what is left in a request whose body was taken.
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            head: None,
+            remaining: 0,
+            idle: Duration::ZERO,
+            timer: None,
+            waiting: false,
+        }
+    }
+
     /// Reads the body whole when it is at most `max` bytes; otherwise reads a little
     /// over `max` and leaves the rest to be streamed. An error here means nothing was
     /// sent anywhere.
