@@ -22,6 +22,7 @@ REPLICA_PORTS="$UPSTREAM_PORT 28095 28096"   # upstream.conf listens on all thre
 NGINX3_PORT=28097
 GATEWAY3_PORT=28098
 GATEWAY3_ADMIN=28099
+NGINX_FIELDS_PORT=28100
 ADMIN_TOKEN=bench-admin-token
 NGINX="${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}"
 HYPER_BIN="${HYPER_BIN:-/tmp/hypermin-bin/hyper-min}"
@@ -87,6 +88,25 @@ start_nginx_replicas() {
     start_nginx proxy-nginx-3 "$conf" "$NGINX3_PORT"
 }
 
+# nginx as the reverse proxy of proxy-nginx.conf doing the header work the gateway does on
+# a forwarded request, on NGINX_FIELDS_PORT: the client's `authorization` (the gateway's
+# token) is not forwarded, the seven fields the gateway sets go upstream (x-forwarded-for,
+# -proto, -host, x-request-id from nginx's $request_id, x-switchyard-agent, -environment,
+# -version as the bench deployment has them), and the answer gets x-switchyard-version and
+# x-request-id. wrk sends it the gateway's `authorization` field (hdr_of).
+start_nginx_fields() {
+    local conf="$BENCH_TMP/run/proxy-nginx-fields.conf"
+    local set='            proxy_set_header Authorization "";\n            proxy_set_header X-Forwarded-For $remote_addr;\n            proxy_set_header X-Forwarded-Proto $scheme;\n            proxy_set_header X-Forwarded-Host $http_host;\n            proxy_set_header X-Request-Id $request_id;\n            proxy_set_header X-Switchyard-Agent bench;\n            proxy_set_header X-Switchyard-Environment staging;\n            proxy_set_header X-Switchyard-Version v1;\n            add_header X-Switchyard-Version v1 always;\n            add_header X-Request-Id $request_id always;'
+    sed -e "s#^pid proxy-nginx.pid;#pid proxy-nginx-fields.pid;#" \
+        -e "s#logs/proxy-nginx.err#logs/proxy-nginx-fields.err#" \
+        -e "s#tmp/px_#tmp/pf_#" \
+        -e "s#listen 127.0.0.1:$NGINX_PORT #listen 127.0.0.1:$NGINX_FIELDS_PORT #" \
+        -e "/listen 127.0.0.1:$NGINX_H2C_PORT /d" \
+        -e "s#^            proxy_set_header Connection \"\";#            proxy_set_header Connection \"\";\n$set#" "$BENCH_DIR/proxy-nginx.conf" > "$conf"
+    grep -q 'X-Switchyard-Version v1;' "$conf" || { log "proxy-nginx.conf changed: cannot derive the fields variant"; return 1; }
+    start_nginx proxy-nginx-fields "$conf" "$NGINX_FIELDS_PORT"
+}
+
 # start_gateway NAME PORT ADMIN_PORT METRICS(true|false) [ACCESS_LOG(false|true)] [REPLICAS(1|3)]
 # (with the access log: level "info", lines to logs/NAME.out like nginx's to a file)
 start_gateway() {
@@ -148,7 +168,7 @@ pids_of() {
     local f="$BENCH_TMP/run/$1.pid"
     [ -f "$f" ] || return 0
     case $1 in
-        upstream|proxy-nginx|proxy-nginx-log|proxy-nginx-3) pgrep -P "$(cat "$f")" || true ;;
+        upstream|proxy-nginx|proxy-nginx-log|proxy-nginx-3|proxy-nginx-fields) pgrep -P "$(cat "$f")" || true ;;
         *) cat "$f" ;;
     esac
 }

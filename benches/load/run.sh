@@ -14,7 +14,10 @@
 #        row's "/nginx" is against nginx-log when that runs too); nginx-3, gateway-3
 #        (three upstream replicas: nginx's upstream block of 3, a version with 3
 #        endpoints; a -3 row's "/nginx" is against nginx-3); gateway-pgo (the production
-#        build of scripts/pgo-build.sh, GATEWAY_PGO_BIN, beside the plain one)
+#        build of scripts/pgo-build.sh, GATEWAY_PGO_BIN, beside the plain one); nginx-fields
+#        (nginx doing the gateway's header work: its `authorization` dropped, the seven
+#        fields the gateway sets sent upstream, two added to the answer; its "/nginx" is
+#        against plain nginx)
 # Prints per row: req/s median and min-max, p50, p99, the proxy's CPU us/request, and
 # ratios against direct and nginx; gateway rows also "us/req over hyper".
 set -euo pipefail
@@ -40,6 +43,7 @@ for t in $TARGETS; do
         gateway-log) start_gateway gateway-log "$LOGGING_PORT" "$LOGGING_ADMIN" true true; have="$have gateway-log" ;;
         nginx-log) start_nginx_logging; have="$have nginx-log" ;;
         nginx-3) start_nginx_replicas; have="$have nginx-3" ;;
+        nginx-fields) start_nginx_fields; have="$have nginx-fields" ;;
         gateway-3) start_gateway gateway-3 "$GATEWAY3_PORT" "$GATEWAY3_ADMIN" true false 3; have="$have gateway-3" ;;
         gateway-pgo)
             if [ -x "$GATEWAY_PGO_BIN" ]; then
@@ -50,9 +54,10 @@ for t in $TARGETS; do
 done
 TARGETS=$have
 
-port_of() { case $1 in direct) echo $UPSTREAM_PORT ;; nginx) echo $NGINX_PORT ;; nginx-log) echo $NGINX_LOG_PORT ;; nginx-3) echo $NGINX3_PORT ;; hyper) echo $HYPER_PORT ;; gateway) echo $GATEWAY_PORT ;; gateway-nometrics) echo $NOMETRICS_PORT ;; gateway-log) echo $LOGGING_PORT ;; gateway-3) echo $GATEWAY3_PORT ;; gateway-pgo) echo $PGO_PORT ;; esac; }
-proc_of() { case $1 in direct) echo "" ;; nginx) echo proxy-nginx ;; nginx-log) echo proxy-nginx-log ;; nginx-3) echo proxy-nginx-3 ;; *) echo "$1" ;; esac; }
-hdr_of() { case $1 in gateway*) echo "Authorization: Bearer $(cat "$BENCH_TMP/run/$1.token")" ;; *) echo "X-Bench: 1" ;; esac; }
+port_of() { case $1 in direct) echo $UPSTREAM_PORT ;; nginx) echo $NGINX_PORT ;; nginx-log) echo $NGINX_LOG_PORT ;; nginx-3) echo $NGINX3_PORT ;; nginx-fields) echo $NGINX_FIELDS_PORT ;; hyper) echo $HYPER_PORT ;; gateway) echo $GATEWAY_PORT ;; gateway-nometrics) echo $NOMETRICS_PORT ;; gateway-log) echo $LOGGING_PORT ;; gateway-3) echo $GATEWAY3_PORT ;; gateway-pgo) echo $PGO_PORT ;; esac; }
+proc_of() { case $1 in direct) echo "" ;; nginx) echo proxy-nginx ;; nginx-log) echo proxy-nginx-log ;; nginx-3) echo proxy-nginx-3 ;; nginx-fields) echo proxy-nginx-fields ;; *) echo "$1" ;; esac; }
+# nginx-fields gets a field of a gateway token's length, and drops it as the gateway does
+hdr_of() { case $1 in gateway*) echo "Authorization: Bearer $(cat "$BENCH_TMP/run/$1.token")" ;; nginx-fields) echo "Authorization: Bearer swy_$(printf '%064d' 0)" ;; *) echo "X-Bench: 1" ;; esac; }
 
 for t in $TARGETS; do
     for p in $PATHS; do

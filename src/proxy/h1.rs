@@ -68,7 +68,7 @@ pub fn encode_head<B>(
     dst: &mut Vec<u8>,
     req: &Request<B>,
     host: &HeaderValue,
-    added: &Added,
+    added: &Added<'_>,
     framing: RequestFraming,
 ) {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -457,11 +457,12 @@ mod tests {
             .unwrap();
         let mut out = Vec::new();
         let host = HeaderValue::from_static("up:80");
+        let rid = HeaderValue::from_static("r1");
         encode_head(
             &mut out,
             &req,
             &host,
-            &Added::request_id("r1"),
+            &Added::request_id(&rid),
             RequestFraming::Chunked,
         );
         assert_eq!(

@@ -313,8 +313,13 @@ impl Proxy {
                 metrics.overload[1].increment(1);
                 Err(ProxyError::Overloaded)
             };
+            // the access log's copy; otherwise the id itself goes into the answer
+            let logged_id = self.access_log.is_on().then(|| request_id.clone());
             let resp = match forwarded {
-                Ok(r) => r,
+                Ok(mut r) => {
+                    r.headers_mut().insert(X_REQUEST_ID, request_id);
+                    r
+                }
                 Err(e) => {
                     if let Some(i) = e
                         .auth_reason()
@@ -365,7 +370,7 @@ impl Proxy {
                 .map(|t| Box::new(relay::SseRelay::new(t, Arc::clone(metrics))));
             let finish = Finish {
                 status,
-                request_id: self.access_log.is_on().then_some(request_id),
+                request_id: logged_id,
                 log: self.access_log,
                 open,
                 stream: metrics.load.open_stream(),
@@ -526,14 +531,14 @@ impl Proxy {
                         None => h.remove(http::header::FORWARDED),
                     };
                 }
-                added.fields[SET_FORWARDED_FOR] = Some(conn.forwarded_for.clone());
-                added.fields[SET_FORWARDED_PROTO] = Some(conn.proto.clone());
-                added.fields[SET_FORWARDED_HOST] = forwarded_host;
+                added.fields[SET_FORWARDED_FOR] = Some(&conn.forwarded_for);
+                added.fields[SET_FORWARDED_PROTO] = Some(&conn.proto);
+                added.fields[SET_FORWARDED_HOST] = forwarded_host.as_ref();
             }
-            added.fields[SET_REQUEST_ID] = Some(request_id.clone());
-            added.fields[SET_AGENT] = Some(agent_header);
-            added.fields[SET_ENVIRONMENT] = Some(environment_header);
-            added.fields[SET_VERSION] = Some(target.label.clone());
+            added.fields[SET_REQUEST_ID] = Some(request_id);
+            added.fields[SET_AGENT] = Some(&agent_header);
+            added.fields[SET_ENVIRONMENT] = Some(&environment_header);
+            added.fields[SET_VERSION] = Some(&target.label);
             if !target.inject.is_empty() {
                 // an injected field may be `authorization`: the client's goes first here
                 h.remove(AUTHORIZATION);
@@ -562,10 +567,10 @@ impl Proxy {
             }
             // (hop-by-hop fields were left out of the answer's map by `send` and
             // `websocket`)
+            // (`x-request-id` is set by `handle`, which owns the id)
             parts
                 .headers
                 .insert(X_SWITCHYARD_VERSION, target.label.clone());
-            parts.headers.insert(X_REQUEST_ID, request_id.clone());
             if let Some(pin) = session_pin {
                 self.attach_pin(&mut parts.headers, pin);
             }
@@ -693,7 +698,7 @@ impl Proxy {
     fn send<'a>(
         &'a self,
         req: &'a mut Request<ClientBody>,
-        added: &'a Added,
+        added: &'a Added<'a>,
         metrics: &'a RouteMetrics,
         target: &'a Target,
         trace: &'a mut Trace,
@@ -903,7 +908,7 @@ impl Proxy {
         &self,
         info: &ConnInfo,
         mut req: Request<ClientBody>,
-        added: &Added,
+        added: &Added<'_>,
         metrics: &RouteMetrics,
         target: &Target,
         trace: &mut Trace,
@@ -1004,16 +1009,18 @@ const FORWARDED_BITS: u8 = 0b111;
 /// written after the client's own fields when the upstream head is encoded, and the
 /// client's `host`, `authorization` and those of [`Added::replace`] are left out
 /// there: no map entry is inserted or removed for them on a request's way.
-pub struct Added {
+pub struct Added<'a> {
     /// Bits of [`SET`]: the client's fields of these names are not forwarded.
     replace: u8,
     /// The client's `authorization` is already gone from the map, and one there now
     /// is the gateway's (an injected secret): it is forwarded.
     authorization_in_map: bool,
-    fields: [Option<HeaderValue>; 7],
+    /// Borrowed from the request's state, its connection and its route: no value is
+    /// cloned (no reference count written) to be sent.
+    fields: [Option<&'a HeaderValue>; 7],
 }
 
-impl Added {
+impl<'a> Added<'a> {
     /// Whether the client's field `name` is left out of the upstream head.
     #[inline]
     pub fn drops(&self, name: &HeaderName) -> bool {
@@ -1027,22 +1034,22 @@ impl Added {
     }
 
     /// The fields to write, in order.
-    pub fn fields(&self) -> impl Iterator<Item = (&'static HeaderName, &HeaderValue)> {
+    pub fn fields(&self) -> impl Iterator<Item = (&'static HeaderName, &'a HeaderValue)> + '_ {
         SET.iter()
             .zip(self.fields.iter())
-            .filter_map(|(n, v)| Some((n, v.as_ref()?)))
+            .filter_map(|(n, v)| Some((n, (*v)?)))
     }
 
     /// Only the request id set (and nothing of the client's replaced but `host` and
     /// `authorization`).
     #[cfg(test)]
-    pub fn request_id(id: &'static str) -> Self {
+    pub fn request_id(id: &'a HeaderValue) -> Self {
         let mut a = Self {
             replace: 0,
             authorization_in_map: false,
             fields: [None, None, None, None, None, None, None],
         };
-        a.fields[SET_REQUEST_ID] = Some(HeaderValue::from_static(id));
+        a.fields[SET_REQUEST_ID] = Some(id);
         a
     }
 

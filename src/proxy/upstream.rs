@@ -178,7 +178,7 @@ impl Upstream {
         &mut self,
         req: &mut Request<UpstreamBody>,
         host: &HeaderValue,
-        added: &super::Added,
+        added: &super::Added<'_>,
         deadline: Instant,
     ) -> Result<h1::Head, SendFailure> {
         if self.used && !self.still_open() {
