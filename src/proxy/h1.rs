@@ -162,10 +162,63 @@ pub struct Head {
     pub connection_names_fields: bool,
 }
 
+/// Names of at most this many bytes are kept by [`NameCache`].
+const CACHED_NAME_BYTES: usize = 32;
+
+/// Field names kept by [`NameCache`]: the first this many of an answer.
+const CACHED_NAMES: usize = 16;
+
+/// The field names of a connection's last answer, by position. An upstream sends the
+/// same names in the same order answer after answer, so a name equal to the one at its
+/// position last time is taken from here instead of parsed again (and, for a name
+/// `http` does not know, allocated again): a byte comparison instead of lower-casing
+/// and a lookup.
+#[derive(Default)]
+pub struct NameCache {
+    names: Vec<CachedName>,
+}
+
+struct CachedName {
+    raw: [u8; CACHED_NAME_BYTES],
+    len: u8,
+    name: HeaderName,
+}
+
+impl NameCache {
+    /// The name whose bytes, as received, are `raw`, at position `i` of its answer;
+    /// `None` when they are not a valid field name.
+    fn name(&mut self, i: usize, raw: &[u8]) -> Option<HeaderName> {
+        if let Some(c) = self.names.get(i) {
+            if c.raw[..usize::from(c.len)] == *raw {
+                return Some(c.name.clone());
+            }
+        }
+        let name = HeaderName::from_bytes(raw).ok()?;
+        if i < CACHED_NAMES && raw.len() <= CACHED_NAME_BYTES && i <= self.names.len() {
+            let mut c = CachedName {
+                raw: [0; CACHED_NAME_BYTES],
+                len: raw.len() as u8,
+                name: name.clone(),
+            };
+            c.raw[..raw.len()].copy_from_slice(raw);
+            if i == self.names.len() {
+                self.names.push(c);
+            } else {
+                self.names[i] = c;
+            }
+        }
+        Some(name)
+    }
+}
+
 /// Parses a response head at the start of `buf`. `Ok(None)`: not complete yet.
 /// Interim answers (1xx other than 101) are consumed and skipped. On success the head's
 /// bytes are gone from `buf`, which starts with the body.
-pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ProtocolError> {
+pub fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    names: &mut NameCache,
+) -> Result<Option<Head>, ProtocolError> {
     loop {
         // (start, end) of each name and value, so the head can be split off as one
         // `Bytes` that the values then share
@@ -215,9 +268,10 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, P
         let mut chunked = None;
         let mut close = minor == 0;
         let mut connection_names_fields = false;
-        for &(n0, n1, v0, v1) in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
-                .map_err(|_| ProtocolError::Head("field name"))?;
+        for (i, &(n0, n1, v0, v1)) in spans[..count].iter().enumerate() {
+            let name = names
+                .name(i, &head[n0 as usize..n1 as usize])
+                .ok_or(ProtocolError::Head("field name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
                 .map_err(|_| ProtocolError::Head("field value"))?;
             if name == CONTENT_LENGTH {
@@ -436,7 +490,7 @@ mod tests {
 
     fn head(bytes: &str, method: &Method) -> Result<Option<(Head, BytesMut)>, ProtocolError> {
         let mut buf = BytesMut::from(bytes);
-        parse_head(&mut buf, method).map(|h| h.map(|h| (h, buf)))
+        parse_head(&mut buf, method, &mut NameCache::default()).map(|h| h.map(|h| (h, buf)))
     }
 
     fn ok(bytes: &str) -> (Head, BytesMut) {
@@ -444,6 +498,55 @@ mod tests {
             Ok(Some(h)) => h,
             other => panic!("{bytes:?}: {other:?}"),
         }
+    }
+
+    /// The field names and values of `bytes`' head, parsed with `names`.
+    fn fields_with(names: &mut NameCache, bytes: &str) -> Vec<(String, String)> {
+        let mut buf = BytesMut::from(bytes);
+        let h = match parse_head(&mut buf, &Method::GET, names) {
+            Ok(Some(h)) => h,
+            other => panic!("{bytes:?}: {other:?}"),
+        };
+        h.parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_connections_names_are_reused_only_when_their_bytes_are_the_same() {
+        let mut names = NameCache::default();
+        let long = format!("X-{}", "y".repeat(40));
+        let many: String = (0..20).map(|i| format!("X-F{i}: {i}\r\n")).collect();
+        let first = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Custom: 1\r\n{long}: 2\r\n\
+             {many}Content-Length: 0\r\n\r\n"
+        );
+        let want = |custom: &str| {
+            let mut w = vec![
+                ("content-type".to_owned(), "text/plain".to_owned()),
+                (custom.to_owned(), "1".to_owned()),
+                (long.to_lowercase(), "2".to_owned()),
+            ];
+            w.extend((0..20).map(|i| (format!("x-f{i}"), i.to_string())));
+            w.push(("content-length".to_owned(), "0".to_owned()));
+            w
+        };
+        // the same answer twice: the second is read from the kept names
+        assert_eq!(fields_with(&mut names, &first), want("x-custom"));
+        assert_eq!(fields_with(&mut names, &first), want("x-custom"));
+        // another name at a kept position, and the same name in other letters
+        let second = first.replace("X-Custom", "X-Other");
+        assert_eq!(fields_with(&mut names, &second), want("x-other"));
+        let third = first.replace("X-Custom", "x-CUSTOM");
+        assert_eq!(fields_with(&mut names, &third), want("x-custom"));
+        // fewer fields, then more again
+        assert_eq!(
+            fields_with(&mut names, "HTTP/1.1 204 No Content\r\nX-F0: a\r\n\r\n"),
+            vec![("x-f0".to_owned(), "a".to_owned())]
+        );
+        assert_eq!(fields_with(&mut names, &first), want("x-custom"));
     }
 
     #[test]

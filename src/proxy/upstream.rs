@@ -116,6 +116,8 @@ pub struct Upstream {
     /// moved forward for each request (a later deadline only updates the timer's
     /// entry; the runtime's timer wheel is touched when the old one comes due).
     timer: Option<Pin<Box<Sleep>>>,
+    /// The field names of the last answer, reused by the next one's head.
+    names: h1::NameCache,
 }
 
 /// The request side of one exchange while it is being written.
@@ -138,6 +140,7 @@ impl Upstream {
             read_size: READ_SIZE,
             used: false,
             timer: None,
+            names: h1::NameCache::default(),
         }
     }
 
@@ -295,7 +298,7 @@ impl Upstream {
     ) -> Poll<Result<h1::Head, UpstreamError>> {
         loop {
             if !self.rd.is_empty() {
-                match h1::parse_head(&mut self.rd, method) {
+                match h1::parse_head(&mut self.rd, method, &mut self.names) {
                     Ok(Some(head)) => return Poll::Ready(Ok(head)),
                     Ok(None) => {}
                     Err(e) => return Poll::Ready(Err(UpstreamError::Protocol(e))),
