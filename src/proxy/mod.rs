@@ -53,7 +53,7 @@ use upstream::{BoxError, ConnectError, PooledBody, SendFailure, UpstreamError, U
 pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
 
 /// Facts about one client connection, computed once when it is accepted.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnInfo {
     /// The peer's IP address, as the `x-forwarded-for` value.
     pub forwarded_for: HeaderValue,
@@ -62,16 +62,31 @@ pub struct ConnInfo {
     /// Held by everything serving this connection, upgraded streams included: the
     /// worker's drain waits until every holder is gone or the deadline passes.
     pub hold: Option<tokio::sync::mpsc::Sender<()>>,
+    /// The gateway's metrics, held once per connection: a request's accounting reaches
+    /// them through its connection, whose reference count only that connection's
+    /// requests write (a clone of the process-wide `Arc` per request would be a write
+    /// to one shared cache line by every request of every worker).
+    pub metrics: Arc<Metrics>,
 }
 
 impl ConnInfo {
-    pub fn new(peer: std::net::SocketAddr, tls: bool) -> Self {
+    pub fn new(peer: std::net::SocketAddr, tls: bool, metrics: Arc<Metrics>) -> Self {
         Self {
             forwarded_for: HeaderValue::from_str(&peer.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
             hold: None,
+            metrics,
         }
+    }
+}
+
+impl std::fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnInfo")
+            .field("forwarded_for", &self.forwarded_for)
+            .field("proto", &self.proto)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,11 +123,12 @@ struct Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         let elapsed = self.trace.started.elapsed();
-        self.open.metrics.load.close_stream(self.stream);
+        let metrics = &self.open.conn.metrics;
+        metrics.load.close_stream(self.stream);
         let t = &self.trace;
         if let (Some(route), Some(slot)) = (&t.route, &t.slot) {
             route
-                .metrics_of(t.which, &self.open.metrics, slot)
+                .metrics_of(t.which, metrics, slot)
                 .record_duration(elapsed);
         }
         if let Some(rid) = &self.request_id {
@@ -147,22 +163,23 @@ impl Drop for Finish {
 /// dropped with the end of its response body (or with the handler, if the client
 /// goes away first).
 struct OpenRequest {
-    metrics: Arc<Metrics>,
+    /// The request's connection, for the metrics ([`ConnInfo::metrics`]).
+    conn: Arc<ConnInfo>,
     counted: Counted,
 }
 
 impl OpenRequest {
     /// Counts the request; `false` beside it when it is over `limit`.
-    fn open(metrics: &Arc<Metrics>, limit: usize) -> (Self, bool) {
-        let (counted, admitted) = metrics.load.open_request(limit);
-        let metrics = Arc::clone(metrics);
-        (Self { metrics, counted }, admitted)
+    fn open(conn: &Arc<ConnInfo>, limit: usize) -> (Self, bool) {
+        let (counted, admitted) = conn.metrics.load.open_request(limit);
+        let conn = Arc::clone(conn);
+        (Self { conn, counted }, admitted)
     }
 }
 
 impl Drop for OpenRequest {
     fn drop(&mut self) {
-        self.metrics.load.close_request(self.counted);
+        self.conn.metrics.load.close_request(self.counted);
     }
 }
 
@@ -281,15 +298,15 @@ impl Proxy {
     #[allow(clippy::manual_async_fn)]
     pub fn handle<'a>(
         &'a self,
-        conn: &'a ConnInfo,
+        conn: &'a Arc<ConnInfo>,
         req: Request<Incoming>,
     ) -> impl std::future::Future<Output = Response<MeteredBody>> + 'a {
         async move {
             // the request stays here, in this future's state: the levels below borrow it
             let (limit, idle) = (self.limits.max_body_bytes, self.limits.body_read_timeout());
             let mut req = req.map(|body| ClientBody::new(body, limit, idle));
-            let metrics = self.table.metrics();
-            let (open, admitted) = OpenRequest::open(metrics, self.limits.max_in_flight);
+            let metrics = &conn.metrics;
+            let (open, admitted) = OpenRequest::open(conn, self.limits.max_in_flight);
             let mut fields = Fields::of(
                 &req,
                 self.config.underscore_fields == UnderscoreFields::DropAll,

@@ -129,6 +129,14 @@ pub(super) async fn accept_client(
     }
 }
 
+/// What one connection's requests share. A request clones this (a reference count of
+/// its connection's own) rather than the process-wide `Proxy` or metrics, so no count
+/// is written by every request of every worker.
+struct Served {
+    proxy: Arc<Proxy>,
+    info: Arc<ConnInfo>,
+}
+
 /// Serves one client connection with the protocol it speaks: ALPN on TLS, the
 /// HTTP/2 connection preface on cleartext (prior knowledge), HTTP/1.1 otherwise.
 /// A connection over the limit (`admitted` false) is answered 503 `overloaded` and
@@ -144,21 +152,23 @@ pub(super) async fn serve_client(
     hold: tokio::sync::mpsc::Sender<()>,
 ) {
     let head_timeout = side.limits.header_read_timeout();
-    let proxy = Arc::clone(&side.proxy);
-    let info = Arc::new(ConnInfo {
-        hold: Some(hold),
-        ..ConnInfo::new(peer, tls.is_some())
+    let served = Arc::new(Served {
+        proxy: Arc::clone(&side.proxy),
+        info: Arc::new(ConnInfo {
+            hold: Some(hold),
+            ..ConnInfo::new(peer, tls.is_some(), Arc::clone(side.table.metrics()))
+        }),
     });
     let resets = Arc::new(ResetWatch::default());
     let watch = Arc::clone(&resets);
     let service = service_fn(move |req| {
-        let (proxy, info) = (Arc::clone(&proxy), Arc::clone(&info));
+        let served = Arc::clone(&served);
         let guard = CancelGuard(Some(Arc::clone(&watch)));
         async move {
             let resp = if admitted {
-                proxy.handle(&info, req).await
+                served.proxy.handle(&served.info, req).await
             } else {
-                proxy.overloaded(&req)
+                served.proxy.overloaded(&req)
             };
             guard.completed();
             Ok::<_, Infallible>(resp)
