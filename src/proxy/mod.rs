@@ -327,7 +327,7 @@ impl Proxy {
                 self.forward(conn, &mut req, &mut fields, &request_id, &mut trace)
                     .await
             } else {
-                metrics.overload[1].increment(1);
+                metrics.overload.increment(1);
                 Err(ProxyError::Overloaded)
             };
             // the access log's copy; otherwise the id itself goes into the answer
@@ -342,7 +342,7 @@ impl Proxy {
                         .auth_reason()
                         .and_then(|r| AUTH_REASONS.iter().position(|x| *x == r))
                     {
-                        metrics.auth_failures[i].increment(1);
+                        metrics.auth_failures.increment(i);
                     }
                     let label = trace
                         .route
@@ -485,7 +485,7 @@ impl Proxy {
                 session_pin = chosen.pin;
                 if chosen.pinned != Pinned::No {
                     let i = usize::from(chosen.pinned == Pinned::Session);
-                    self.table.metrics().pinned[i].increment(1);
+                    self.table.metrics().pinned.increment(i);
                 }
                 if fields.control & CONTROL_PINS != 0 {
                     req.headers_mut().remove(X_SWITCHYARD_PIN_VERSION);

@@ -101,7 +101,7 @@ pub(super) async fn accept_client(
         let (permit, admit) = match Arc::clone(&side.conns).try_acquire_owned() {
             Ok(p) => (p, true),
             Err(_) => {
-                side.table.metrics().overload[0].increment(1);
+                side.table.metrics().overload.increment(0);
                 match Arc::clone(&side.rejects).try_acquire_owned() {
                     Ok(p) => (p, false),
                     Err(_) => continue,

@@ -21,7 +21,7 @@ use metrics_exporter_prometheus::{
 use std::fmt::Write as _;
 
 mod shards;
-pub use shards::{Counted, Load, RouteMetrics, RouteRegistry};
+pub use shards::{Counted, EventCounts, Load, RouteMetrics, RouteRegistry};
 use tracing_subscriber::EnvFilter;
 
 pub const REQUESTS: &str = "switchyard_requests_total";
@@ -119,12 +119,17 @@ pub const AUTH_REASONS: [&str; 6] = [
 pub struct Metrics {
     recorder: Option<PrometheusRecorder>,
     handle: Option<PrometheusHandle>,
-    pub auth_failures: [Counter; 6],
+    /// Refused requests by reason ([`AUTH_REASONS`]), counted per worker.
+    pub auth_failures: EventCounts<6>,
+    auth_failure_series: [Counter; 6],
     pub moves: [Counter; 9],
-    /// Requests served by a pinned version, by kind ([`PIN_KINDS`]).
-    pub pinned: [Counter; 2],
-    /// Requests and connections refused at a limit, by limit (see [`OVERLOAD_LIMITS`]).
-    pub overload: [Counter; 2],
+    /// Requests served by a pinned version, by kind ([`PIN_KINDS`]), per worker.
+    pub pinned: EventCounts<2>,
+    pinned_series: [Counter; 2],
+    /// Requests and connections refused at a limit, by limit (see [`OVERLOAD_LIMITS`]),
+    /// per worker.
+    pub overload: EventCounts<2>,
+    overload_series: [Counter; 2],
     /// From a change's commit (on any node) to its apply on this one, through the feed.
     pub apply_lag: Histogram,
     /// What is open right now; counted whether metrics are on or not (the limits read
@@ -171,10 +176,13 @@ impl Metrics {
             routes: None,
             recorder: None,
             handle: None,
-            auth_failures: std::array::from_fn(|_| Counter::noop()),
+            auth_failures: EventCounts::new(workers),
+            auth_failure_series: std::array::from_fn(|_| Counter::noop()),
             moves: std::array::from_fn(|_| Counter::noop()),
-            pinned: std::array::from_fn(|_| Counter::noop()),
-            overload: std::array::from_fn(|_| Counter::noop()),
+            pinned: EventCounts::new(workers),
+            pinned_series: std::array::from_fn(|_| Counter::noop()),
+            overload: EventCounts::new(workers),
+            overload_series: std::array::from_fn(|_| Counter::noop()),
             apply_lag: Histogram::noop(),
             load: Load::new(workers),
         }
@@ -261,16 +269,19 @@ impl Metrics {
         let counter = |name: &'static str, l: &[(&'static str, &str)]| {
             recorder.register_counter(&Key::from_parts(name, labels(l)), &META)
         };
-        let auth_failures = AUTH_REASONS.map(|r| counter(AUTH_FAILURES, &[("reason", r)]));
+        let auth_failure_series = AUTH_REASONS.map(|r| counter(AUTH_FAILURES, &[("reason", r)]));
         let moves = Action::ALL.map(|a| counter(MOVES, &[("action", a.as_str())]));
-        let pinned = PIN_KINDS.map(|k| counter(PINNED, &[("kind", k)]));
-        let overload = OVERLOAD_LIMITS.map(|l| counter(OVERLOAD, &[("limit", l)]));
+        let pinned_series = PIN_KINDS.map(|k| counter(PINNED, &[("kind", k)]));
+        let overload_series = OVERLOAD_LIMITS.map(|l| counter(OVERLOAD, &[("limit", l)]));
         let apply_lag = recorder.register_histogram(&Key::from_static_name(APPLY_LAG), &META);
         Self {
-            auth_failures,
+            auth_failures: EventCounts::new(workers),
+            auth_failure_series,
             moves,
-            pinned,
-            overload,
+            pinned: EventCounts::new(workers),
+            pinned_series,
+            overload: EventCounts::new(workers),
+            overload_series,
             apply_lag,
             load: Load::new(workers),
             // one shard per worker and one for other threads
@@ -338,6 +349,19 @@ impl Metrics {
     /// the workers, then `extra` (series rendered from the routing table at scrape
     /// time).
     pub fn render(&self, extra: &str) -> String {
+        // the per-worker event counts into the recorder's series (a counter only rises)
+        for (counts, series) in [
+            (
+                &self.auth_failures.totals()[..],
+                &self.auth_failure_series[..],
+            ),
+            (&self.pinned.totals()[..], &self.pinned_series[..]),
+            (&self.overload.totals()[..], &self.overload_series[..]),
+        ] {
+            for (n, c) in counts.iter().zip(series) {
+                c.absolute(*n);
+            }
+        }
         let mut out = self.handle.as_ref().map(|h| h.render()).unwrap_or_default();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
@@ -439,6 +463,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn event_counts_of_every_worker_are_summed_when_rendered() {
+        let m = std::sync::Arc::new(Metrics::enabled(2));
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let m = std::sync::Arc::clone(&m);
+                std::thread::spawn(move || {
+                    crate::worker::set(w);
+                    for _ in 0..3 {
+                        m.auth_failures.increment(1);
+                    }
+                    m.overload.increment(1);
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        // a thread that is no worker counts in the last row
+        m.auth_failures.increment(1);
+        m.pinned.increment(0);
+        for _ in 0..2 {
+            // rendered twice: the same totals, not added again
+            let text = m.render("");
+            assert!(
+                text.contains(r#"switchyard_auth_failures_total{reason="unknown"} 7"#),
+                "{text}"
+            );
+            assert!(
+                text.contains(r#"switchyard_overload_rejections_total{limit="requests"} 2"#),
+                "{text}"
+            );
+            assert!(
+                text.contains(r#"switchyard_pinned_requests_total{kind="evaluation"} 1"#),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn route_handles_count_by_class_and_render() {
         let m = Metrics::enabled(1);
         let r = m.route("bot", "staging", "v1");
@@ -447,7 +510,7 @@ mod tests {
         r.count(http::StatusCode::BAD_GATEWAY);
         r.record_duration(std::time::Duration::from_millis(2));
         r.upstream_error(UpstreamErrorKind::Reset);
-        m.auth_failures[1].increment(1);
+        m.auth_failures.increment(1);
         m.moves[Action::Rollback as usize].increment(1);
         let text = m.render(&render_state(
             &[("bot".into(), "staging".into(), "v1".into())],

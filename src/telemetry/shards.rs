@@ -251,6 +251,48 @@ fn histogram(
     let _ = writeln!(s, "{name}_count{{{labels}}} {count}");
 }
 
+/// Counts of request-path events that are not per route (refusals by reason, overload
+/// refusals, pinned requests): one row per worker (and one for other threads), summed
+/// into the recorder's counters when the metrics are rendered ([`super::Metrics::render`]).
+/// Counting one writes only its worker's row, never a line every worker writes.
+#[derive(Debug)]
+pub struct EventCounts<const N: usize> {
+    rows: Box<[EventRow<N>]>,
+}
+
+#[derive(Debug)]
+#[repr(align(128))]
+struct EventRow<const N: usize>([AtomicU64; N]);
+
+impl<const N: usize> EventCounts<N> {
+    /// Rows for `workers` client workers and one for other threads.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            rows: (0..=workers.max(1))
+                .map(|_| EventRow(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+
+    /// Counts one event of kind `i` (ignored when `i` is out of range).
+    pub fn increment(&self, i: usize) {
+        let row = &self.rows[crate::worker::shard(self.rows.len())];
+        if let Some(c) = row.0.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The events of each kind over all rows.
+    pub fn totals(&self) -> [u64; N] {
+        std::array::from_fn(|i| {
+            self.rows
+                .iter()
+                .map(|r| r.0[i].load(Ordering::Relaxed))
+                .fold(0, u64::wrapping_add)
+        })
+    }
+}
+
 /// One worker's open requests and streams.
 #[derive(Debug, Default)]
 #[repr(align(128))]
