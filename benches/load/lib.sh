@@ -58,17 +58,28 @@ start_nginx() { # NAME CONF PORT  (CONF relative to this directory, or absolute)
     wait_port "$3" "$!"
 }
 
+# derive_nginx NAME TMP PORT [SED_ARGS...]: proxy-nginx.conf as NAME (its own pid, error
+# log and temp paths TMP, listening on PORT only, no h2c listener) with SED_ARGS applied
+# too; prints the derived file's path
+derive_nginx() {
+    local name=$1 tmp=$2 port=$3 conf="$BENCH_TMP/run/$1.conf"
+    shift 3
+    sed -e "s#^pid proxy-nginx.pid;#pid $name.pid;#" \
+        -e "s#logs/proxy-nginx.err#logs/$name.err#" \
+        -e "s#tmp/px_#tmp/${tmp}_#" \
+        -e "s#listen 127.0.0.1:$NGINX_PORT #listen 127.0.0.1:$port #" \
+        -e "/listen 127.0.0.1:$NGINX_H2C_PORT /d" \
+        "$@" "$BENCH_DIR/proxy-nginx.conf" > "$conf"
+    echo "$conf"
+}
+
 # nginx as the reverse proxy of proxy-nginx.conf, on NGINX_LOG_PORT, with its access log
 # on (the `combined` format, to logs/proxy-nginx-log.access, unbuffered: its default)
 start_nginx_logging() {
-    local conf="$BENCH_TMP/run/proxy-nginx-log.conf"
+    local conf
     rm -f "$BENCH_TMP/logs/proxy-nginx-log.access"
-    sed -e "s#^pid proxy-nginx.pid;#pid proxy-nginx-log.pid;#" \
-        -e "s#logs/proxy-nginx.err#logs/proxy-nginx-log.err#" \
-        -e "s#tmp/px_#tmp/pl_#" \
-        -e "s#^    access_log off;#    access_log logs/proxy-nginx-log.access combined;#" \
-        -e "s#listen 127.0.0.1:$NGINX_PORT #listen 127.0.0.1:$NGINX_LOG_PORT #" \
-        -e "/listen 127.0.0.1:$NGINX_H2C_PORT /d" "$BENCH_DIR/proxy-nginx.conf" > "$conf"
+    conf=$(derive_nginx proxy-nginx-log pl "$NGINX_LOG_PORT" \
+        -e "s#^    access_log off;#    access_log logs/proxy-nginx-log.access combined;#")
     grep -q "access_log logs/proxy-nginx-log.access" "$conf" || { log "proxy-nginx.conf changed: cannot derive the logging variant"; return 1; }
     start_nginx proxy-nginx-log "$conf" "$NGINX_LOG_PORT"
 }
@@ -76,14 +87,10 @@ start_nginx_logging() {
 # nginx as the reverse proxy of proxy-nginx.conf with the three replica ports in its
 # upstream block (its default round robin), on NGINX3_PORT
 start_nginx_replicas() {
-    local conf="$BENCH_TMP/run/proxy-nginx-3.conf" servers="" p
+    local conf servers="" p
     for p in $REPLICA_PORTS; do servers="$servers        server 127.0.0.1:$p;\n"; done
-    sed -e "s#^pid proxy-nginx.pid;#pid proxy-nginx-3.pid;#" \
-        -e "s#logs/proxy-nginx.err#logs/proxy-nginx-3.err#" \
-        -e "s#tmp/px_#tmp/p3_#" \
-        -e "s#listen 127.0.0.1:$NGINX_PORT #listen 127.0.0.1:$NGINX3_PORT #" \
-        -e "/listen 127.0.0.1:$NGINX_H2C_PORT /d" \
-        -e "s#^        server 127.0.0.1:$UPSTREAM_PORT;#$servers#" "$BENCH_DIR/proxy-nginx.conf" > "$conf"
+    conf=$(derive_nginx proxy-nginx-3 p3 "$NGINX3_PORT" \
+        -e "s#^        server 127.0.0.1:$UPSTREAM_PORT;#$servers#")
     [ "$(grep -c '        server 127.0.0.1:' "$conf")" = 3 ] || { log "proxy-nginx.conf changed: cannot derive the 3-replica variant"; return 1; }
     start_nginx proxy-nginx-3 "$conf" "$NGINX3_PORT"
 }
@@ -95,14 +102,10 @@ start_nginx_replicas() {
 # -version as the bench deployment has them), and the answer gets x-switchyard-version and
 # x-request-id. wrk sends it the gateway's `authorization` field (hdr_of).
 start_nginx_fields() {
-    local conf="$BENCH_TMP/run/proxy-nginx-fields.conf"
-    local set='            proxy_set_header Authorization "";\n            proxy_set_header X-Forwarded-For $remote_addr;\n            proxy_set_header X-Forwarded-Proto $scheme;\n            proxy_set_header X-Forwarded-Host $http_host;\n            proxy_set_header X-Request-Id $request_id;\n            proxy_set_header X-Switchyard-Agent bench;\n            proxy_set_header X-Switchyard-Environment staging;\n            proxy_set_header X-Switchyard-Version v1;\n            add_header X-Switchyard-Version v1 always;\n            add_header X-Request-Id $request_id always;'
-    sed -e "s#^pid proxy-nginx.pid;#pid proxy-nginx-fields.pid;#" \
-        -e "s#logs/proxy-nginx.err#logs/proxy-nginx-fields.err#" \
-        -e "s#tmp/px_#tmp/pf_#" \
-        -e "s#listen 127.0.0.1:$NGINX_PORT #listen 127.0.0.1:$NGINX_FIELDS_PORT #" \
-        -e "/listen 127.0.0.1:$NGINX_H2C_PORT /d" \
-        -e "s#^            proxy_set_header Connection \"\";#            proxy_set_header Connection \"\";\n$set#" "$BENCH_DIR/proxy-nginx.conf" > "$conf"
+    local conf i='            '
+    local set="${i}proxy_set_header Authorization \"\";\n${i}proxy_set_header X-Forwarded-For \$remote_addr;\n${i}proxy_set_header X-Forwarded-Proto \$scheme;\n${i}proxy_set_header X-Forwarded-Host \$http_host;\n${i}proxy_set_header X-Request-Id \$request_id;\n${i}proxy_set_header X-Switchyard-Agent bench;\n${i}proxy_set_header X-Switchyard-Environment staging;\n${i}proxy_set_header X-Switchyard-Version v1;\n${i}add_header X-Switchyard-Version v1 always;\n${i}add_header X-Request-Id \$request_id always;"
+    conf=$(derive_nginx proxy-nginx-fields pf "$NGINX_FIELDS_PORT" \
+        -e "s#^${i}proxy_set_header Connection \"\";#${i}proxy_set_header Connection \"\";\n$set#")
     grep -q 'X-Switchyard-Version v1;' "$conf" || { log "proxy-nginx.conf changed: cannot derive the fields variant"; return 1; }
     start_nginx proxy-nginx-fields "$conf" "$NGINX_FIELDS_PORT"
 }
