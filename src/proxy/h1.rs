@@ -175,11 +175,15 @@ const CACHED_NAMES: usize = 16;
 /// and a lookup.
 #[derive(Default)]
 pub struct NameCache {
+    /// By position. Every position below [`CACHED_NAMES`] of the last answer has an
+    /// entry, so the next name always has its place (`i <= names.len()`).
     names: Vec<CachedName>,
 }
 
 struct CachedName {
     raw: [u8; CACHED_NAME_BYTES],
+    /// 0: the name there was too long to keep (a field name is never empty, so
+    /// nothing matches it).
     len: u8,
     name: HeaderName,
 }
@@ -189,18 +193,21 @@ impl NameCache {
     /// `None` when they are not a valid field name.
     fn name(&mut self, i: usize, raw: &[u8]) -> Option<HeaderName> {
         if let Some(c) = self.names.get(i) {
-            if c.raw[..usize::from(c.len)] == *raw {
+            if c.len != 0 && c.raw[..usize::from(c.len)] == *raw {
                 return Some(c.name.clone());
             }
         }
         let name = HeaderName::from_bytes(raw).ok()?;
-        if i < CACHED_NAMES && raw.len() <= CACHED_NAME_BYTES && i <= self.names.len() {
+        if i < CACHED_NAMES && i <= self.names.len() {
             let mut c = CachedName {
                 raw: [0; CACHED_NAME_BYTES],
-                len: raw.len() as u8,
+                len: 0,
                 name: name.clone(),
             };
-            c.raw[..raw.len()].copy_from_slice(raw);
+            if raw.len() <= CACHED_NAME_BYTES {
+                c.raw[..raw.len()].copy_from_slice(raw);
+                c.len = raw.len() as u8;
+            }
             if i == self.names.len() {
                 self.names.push(c);
             } else {

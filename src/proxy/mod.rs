@@ -53,7 +53,7 @@ use upstream::{BoxError, ConnectError, PooledBody, SendFailure, UpstreamError, U
 pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
 
 /// Facts about one client connection, computed once when it is accepted.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The peer's IP address, as the `x-forwarded-for` value.
     pub forwarded_for: HeaderValue,
@@ -78,15 +78,6 @@ impl ConnInfo {
             hold: None,
             metrics,
         }
-    }
-}
-
-impl std::fmt::Debug for ConnInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnInfo")
-            .field("forwarded_for", &self.forwarded_for)
-            .field("proto", &self.proto)
-            .finish_non_exhaustive()
     }
 }
 
@@ -485,7 +476,7 @@ impl Proxy {
                 session_pin = chosen.pin;
                 if chosen.pinned != Pinned::No {
                     let i = usize::from(chosen.pinned == Pinned::Session);
-                    self.table.metrics().pinned.increment(i);
+                    conn.metrics.pinned.increment(i);
                 }
                 if fields.control & CONTROL_PINS != 0 {
                     req.headers_mut().remove(X_SWITCHYARD_PIN_VERSION);
@@ -494,7 +485,7 @@ impl Proxy {
             }
             let (agent_header, environment_header) =
                 (slot.agent_header.clone(), slot.environment_header.clone());
-            let route_metrics = route.metrics_of(trace.which, self.table.metrics(), &slot);
+            let route_metrics = route.metrics_of(trace.which, &conn.metrics, &slot);
             trace.slot = Some(slot);
             trace.route = Some(Arc::clone(&route));
             let target = route.served(trace.which).ok_or(ProxyError::NotDeployed)?;

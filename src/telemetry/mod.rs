@@ -121,15 +121,12 @@ pub struct Metrics {
     handle: Option<PrometheusHandle>,
     /// Refused requests by reason ([`AUTH_REASONS`]), counted per worker.
     pub auth_failures: EventCounts<6>,
-    auth_failure_series: [Counter; 6],
     pub moves: [Counter; 9],
     /// Requests served by a pinned version, by kind ([`PIN_KINDS`]), per worker.
     pub pinned: EventCounts<2>,
-    pinned_series: [Counter; 2],
     /// Requests and connections refused at a limit, by limit (see [`OVERLOAD_LIMITS`]),
     /// per worker.
     pub overload: EventCounts<2>,
-    overload_series: [Counter; 2],
     /// From a change's commit (on any node) to its apply on this one, through the feed.
     pub apply_lag: Histogram,
     /// What is open right now; counted whether metrics are on or not (the limits read
@@ -176,13 +173,10 @@ impl Metrics {
             routes: None,
             recorder: None,
             handle: None,
-            auth_failures: EventCounts::new(workers),
-            auth_failure_series: std::array::from_fn(|_| Counter::noop()),
+            auth_failures: EventCounts::new(workers, std::array::from_fn(|_| Counter::noop())),
             moves: std::array::from_fn(|_| Counter::noop()),
-            pinned: EventCounts::new(workers),
-            pinned_series: std::array::from_fn(|_| Counter::noop()),
-            overload: EventCounts::new(workers),
-            overload_series: std::array::from_fn(|_| Counter::noop()),
+            pinned: EventCounts::new(workers, std::array::from_fn(|_| Counter::noop())),
+            overload: EventCounts::new(workers, std::array::from_fn(|_| Counter::noop())),
             apply_lag: Histogram::noop(),
             load: Load::new(workers),
         }
@@ -275,13 +269,10 @@ impl Metrics {
         let overload_series = OVERLOAD_LIMITS.map(|l| counter(OVERLOAD, &[("limit", l)]));
         let apply_lag = recorder.register_histogram(&Key::from_static_name(APPLY_LAG), &META);
         Self {
-            auth_failures: EventCounts::new(workers),
-            auth_failure_series,
+            auth_failures: EventCounts::new(workers, auth_failure_series),
             moves,
-            pinned: EventCounts::new(workers),
-            pinned_series,
-            overload: EventCounts::new(workers),
-            overload_series,
+            pinned: EventCounts::new(workers, pinned_series),
+            overload: EventCounts::new(workers, overload_series),
             apply_lag,
             load: Load::new(workers),
             // one shard per worker and one for other threads
@@ -349,19 +340,9 @@ impl Metrics {
     /// the workers, then `extra` (series rendered from the routing table at scrape
     /// time).
     pub fn render(&self, extra: &str) -> String {
-        // the per-worker event counts into the recorder's series (a counter only rises)
-        for (counts, series) in [
-            (
-                &self.auth_failures.totals()[..],
-                &self.auth_failure_series[..],
-            ),
-            (&self.pinned.totals()[..], &self.pinned_series[..]),
-            (&self.overload.totals()[..], &self.overload_series[..]),
-        ] {
-            for (n, c) in counts.iter().zip(series) {
-                c.absolute(*n);
-            }
-        }
+        self.auth_failures.publish();
+        self.pinned.publish();
+        self.overload.publish();
         let mut out = self.handle.as_ref().map(|h| h.render()).unwrap_or_default();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');

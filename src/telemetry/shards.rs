@@ -14,6 +14,7 @@ use super::{
     escape_label, UpstreamErrorKind, BUCKETS, REQUESTS, REQUEST_DURATION, STATUS_CLASSES,
     UPSTREAM_ERRORS, UPSTREAM_FIRST_BYTE,
 };
+use metrics::Counter;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -253,11 +254,13 @@ fn histogram(
 
 /// Counts of request-path events that are not per route (refusals by reason, overload
 /// refusals, pinned requests): one row per worker (and one for other threads), summed
-/// into the recorder's counters when the metrics are rendered ([`super::Metrics::render`]).
+/// into the recorder's series when the metrics are rendered ([`Self::publish`]).
 /// Counting one writes only its worker's row, never a line every worker writes.
 #[derive(Debug)]
 pub struct EventCounts<const N: usize> {
     rows: Box<[EventRow<N>]>,
+    /// The recorder's series, one per kind (no-ops when metrics are off).
+    series: [Counter; N],
 }
 
 #[derive(Debug)]
@@ -265,12 +268,14 @@ pub struct EventCounts<const N: usize> {
 struct EventRow<const N: usize>([AtomicU64; N]);
 
 impl<const N: usize> EventCounts<N> {
-    /// Rows for `workers` client workers and one for other threads.
-    pub fn new(workers: usize) -> Self {
+    /// Rows for `workers` client workers and one for other threads, published to
+    /// `series`.
+    pub fn new(workers: usize, series: [Counter; N]) -> Self {
         Self {
             rows: (0..=workers.max(1))
                 .map(|_| EventRow(std::array::from_fn(|_| AtomicU64::new(0))))
                 .collect(),
+            series,
         }
     }
 
@@ -282,14 +287,16 @@ impl<const N: usize> EventCounts<N> {
         }
     }
 
-    /// The events of each kind over all rows.
-    pub fn totals(&self) -> [u64; N] {
-        std::array::from_fn(|i| {
-            self.rows
+    /// Sets each series to its kind's total over all rows (a counter only rises).
+    pub fn publish(&self) {
+        for (i, series) in self.series.iter().enumerate() {
+            let total = self
+                .rows
                 .iter()
                 .map(|r| r.0[i].load(Ordering::Relaxed))
-                .fold(0, u64::wrapping_add)
-        })
+                .fold(0, u64::wrapping_add);
+            series.absolute(total);
+        }
     }
 }
 
